@@ -1,0 +1,81 @@
+use crate::{Error, Result};
+use sva_addr::Pa;
+
+/// Byte and atomic access to simulated physical memory.
+///
+/// Byte accesses are what DMA and CPU loads/stores become; the 64-bit atomics are for
+/// translation-table descriptors and queue words, which hardware updates concurrently with
+/// software (Acquire loads, Release stores, AcqRel compare-exchange).
+pub trait PhysMemory: Send + Sync {
+    /// Size of RAM in bytes; valid addresses are `0..size`.
+    fn size(&self) -> u64;
+
+    /// Reads `buf.len()` bytes at `pa`.
+    fn read(&self, pa: Pa, buf: &mut [u8]) -> Result<()>;
+
+    /// Writes `buf` at `pa`.
+    fn write(&self, pa: Pa, buf: &[u8]) -> Result<()>;
+
+    /// Loads the little-endian 64-bit word at `pa` (8-byte aligned), with Acquire ordering.
+    fn load_u64(&self, pa: Pa) -> Result<u64>;
+
+    /// Stores a little-endian 64-bit word at `pa` (8-byte aligned), with Release ordering.
+    fn store_u64(&self, pa: Pa, val: u64) -> Result<()>;
+
+    /// Atomically replaces the word at `pa` with `new` if it equals `current`. Returns
+    /// `Ok(Ok(previous))` on success and `Ok(Err(actual))` when the word differed.
+    fn compare_exchange_u64(
+        &self,
+        pa: Pa,
+        current: u64,
+        new: u64,
+    ) -> Result<core::result::Result<u64, u64>>;
+
+    /// Sets `len` bytes at `pa` to `byte`.
+    fn fill(&self, pa: Pa, byte: u8, len: u64) -> Result<()> {
+        self.check_range(pa, len)?;
+        let chunk = [byte; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len() as u64);
+            self.write(pa + done, &chunk[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes from `src` to `dst` (the ranges must not overlap).
+    fn copy(&self, src: Pa, dst: Pa, len: u64) -> Result<()> {
+        self.check_range(src, len)?;
+        self.check_range(dst, len)?;
+        let mut buf = [0u8; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            self.read(src + done, &mut buf[..n])?;
+            self.write(dst + done, &buf[..n])?;
+            done += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks that `[pa, pa + len)` lies inside RAM.
+    fn check_range(&self, pa: Pa, len: u64) -> Result<()> {
+        match pa.raw().checked_add(len) {
+            Some(end) if end <= self.size() => Ok(()),
+            _ => Err(Error::OutOfRange {
+                pa,
+                len,
+                size: self.size(),
+            }),
+        }
+    }
+
+    /// Checks range and 8-byte alignment for a 64-bit atomic access.
+    fn check_word(&self, pa: Pa) -> Result<()> {
+        if !pa.is_aligned(8) {
+            return Err(Error::Misaligned { pa, align: 8 });
+        }
+        self.check_range(pa, 8)
+    }
+}
