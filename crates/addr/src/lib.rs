@@ -65,6 +65,13 @@ macro_rules! address {
             }
         }
 
+        impl Sub<u64> for $name {
+            type Output = Self;
+            fn sub(self, rhs: u64) -> Self {
+                Self(self.0 - rhs)
+            }
+        }
+
         impl Sub<$name> for $name {
             type Output = u64;
             fn sub(self, rhs: Self) -> u64 {
