@@ -377,7 +377,9 @@ impl Mm {
     fn zap(&self, st: &mut State, start: Va, end: Va) -> Result<()> {
         self.split_edges(start, end)?;
         let removed = self.invalidating(start, end, InvalidateReason::Unmap, || {
-            Ok(self.table.unmap(self.ram(), start, end - start, &self.tlb())?)
+            Ok(self
+                .table
+                .unmap(self.ram(), start, end - start, &self.tlb())?)
         })?;
         for leaf in removed {
             self.put_frames(leaf.pa, leaf.size)?;
@@ -401,7 +403,9 @@ impl Mm {
             return Err(Error::InvalidFlags("exactly one of PRIVATE and SHARED"));
         }
         if flags.contains(MapFlags::SHARED | MapFlags::WIPEONFORK) {
-            return Err(Error::InvalidFlags("WIPEONFORK applies to private mappings"));
+            return Err(Error::InvalidFlags(
+                "WIPEONFORK applies to private mappings",
+            ));
         }
         let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
         if flags.contains(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE) {
@@ -440,10 +444,7 @@ impl Mm {
             match hint {
                 Some(va) => va,
                 None => thp
-                    .and_then(|b| {
-                        st.vmas
-                            .find_gap_topdown(len, b, Va(MMAP_MIN_ADDR), ia_top)
-                    })
+                    .and_then(|b| st.vmas.find_gap_topdown(len, b, Va(MMAP_MIN_ADDR), ia_top))
                     .or_else(|| {
                         st.vmas
                             .find_gap_topdown(len, page, Va(MMAP_MIN_ADDR), ia_top)
@@ -577,9 +578,8 @@ impl Mm {
                 if access == AccessKind::Write && attrs.contains(Attributes::AP_RO) {
                     self.write_protect_fault(&vma, &leaf, page_va)
                 } else if !attrs.contains(Attributes::AF) {
-                    self.table.update_leaf(self.ram(), page_va, &mut |d| {
-                        d.with_af(true)
-                    })?;
+                    self.table
+                        .update_leaf(self.ram(), page_va, &mut |d| d.with_af(true))?;
                     bump(&self.counters.faults);
                     Ok(())
                 } else {
@@ -599,7 +599,12 @@ impl Mm {
             let pa = self.ram().alloc(page)?;
             self.ram().write(pa, &data)?;
             bump(&self.counters.swap_ins);
-            return self.map_new(pa, page_va, page, leaf_attrs(vma.prot, vma.prot.contains(Prot::WRITE)));
+            return self.map_new(
+                pa,
+                page_va,
+                page,
+                leaf_attrs(vma.prot, vma.prot.contains(Prot::WRITE)),
+            );
         }
         let writable = vma.prot.contains(Prot::WRITE);
         match &vma.backing {
@@ -683,17 +688,22 @@ impl Mm {
         let new = self.ram().alloc(self.page_size())?;
         // The old frame is read-only everywhere, so copying before the switch is safe.
         self.ram().copy(leaf.pa, new, leaf.size)?;
-        self.invalidating(page_va, page_va + leaf.size, InvalidateReason::CowBreak, || {
-            Ok(self.table.map(
-                self.ram(),
-                page_va,
-                new,
-                leaf.size,
-                writable_attrs,
-                true,
-                &self.tlb(),
-            )?)
-        })?;
+        self.invalidating(
+            page_va,
+            page_va + leaf.size,
+            InvalidateReason::CowBreak,
+            || {
+                Ok(self.table.map(
+                    self.ram(),
+                    page_va,
+                    new,
+                    leaf.size,
+                    writable_attrs,
+                    true,
+                    &self.tlb(),
+                )?)
+            },
+        )?;
         self.ram().put(leaf.pa)?;
         bump(&self.counters.cow_breaks);
         bump(&self.counters.faults);
@@ -736,7 +746,10 @@ impl Mm {
                         kind: kind.to_vmsa(),
                         privileged: false,
                     };
-                    let httu = Httu { ha: true, hd: false };
+                    let httu = Httu {
+                        ha: true,
+                        hd: false,
+                    };
                     if let Ok(t) = self.table.walk(self.ram(), at, access, httu) {
                         let in_leaf = t.size - t.pa.offset_in(t.size);
                         let n = (len - pos).min(in_leaf as usize);
@@ -848,7 +861,8 @@ impl Mm {
         }
         self.invalidating(va, end, InvalidateReason::Reclaim, || {
             for leaf in &victims {
-                self.table.unmap(self.ram(), leaf.va, leaf.size, &self.tlb())?;
+                self.table
+                    .unmap(self.ram(), leaf.va, leaf.size, &self.tlb())?;
             }
             Ok(())
         })?;
@@ -989,7 +1003,15 @@ impl Mm {
                     }
                     child
                         .table
-                        .map(self.ram(), leaf.va, leaf.pa, leaf.size, attrs, false, &child.tlb())
+                        .map(
+                            self.ram(),
+                            leaf.va,
+                            leaf.pa,
+                            leaf.size,
+                            attrs,
+                            false,
+                            &child.tlb(),
+                        )
                         .inspect_err(|_| {
                             let _ = self.put_frames(leaf.pa, leaf.size);
                         })?;
@@ -1013,9 +1035,8 @@ impl Mm {
     /// Exit: release notifiers first (tables still intact), then every page, swap slot,
     /// table frame and the ASID go back to their pools. Idempotent.
     pub(crate) fn exit(&self) {
-        let notifiers = core::mem::take(
-            &mut *self.notifiers.write().unwrap_or_else(|p| p.into_inner()),
-        );
+        let notifiers =
+            core::mem::take(&mut *self.notifiers.write().unwrap_or_else(|p| p.into_inner()));
         for (_, n) in &notifiers {
             n.release(self.asid);
         }

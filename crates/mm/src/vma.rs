@@ -2,10 +2,10 @@
 //! on partial munmap/mprotect and merge of compatible neighbours.
 
 use crate::{MapFlags, Prot};
-use sva_physmem::{Pa, Ram};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use sva_addr::Va;
+use sva_physmem::{Pa, Ram};
 
 /// The pages behind a MAP_SHARED anonymous mapping: one frame per page offset, shared by
 /// every VMA (in any process) that maps the object. Holds one reference on each frame.
@@ -105,8 +105,14 @@ impl Vma {
         match (&self.backing, &other.backing) {
             (Backing::Anonymous, Backing::Anonymous) => true,
             (
-                Backing::Shared { object: a, pgoff: pa },
-                Backing::Shared { object: b, pgoff: pb },
+                Backing::Shared {
+                    object: a,
+                    pgoff: pa,
+                },
+                Backing::Shared {
+                    object: b,
+                    pgoff: pb,
+                },
             ) => Arc::ptr_eq(a, b) && pa + self.len() / page == *pb,
             _ => false,
         }
@@ -303,8 +309,13 @@ mod tests {
         m.insert(anon(0x1000, 0x3000, Prot::READ));
         m.insert(anon(0x3000, 0x5000, Prot::READ));
         assert_eq!(spans(&m), [(0x1000, 0x5000)]);
-        m.update_range(Va(0x2000), Va(0x3000), |v| v.prot = Prot::READ | Prot::WRITE);
-        assert_eq!(spans(&m), [(0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x5000)]);
+        m.update_range(Va(0x2000), Va(0x3000), |v| {
+            v.prot = Prot::READ | Prot::WRITE;
+        });
+        assert_eq!(
+            spans(&m),
+            [(0x1000, 0x2000), (0x2000, 0x3000), (0x3000, 0x5000)]
+        );
         m.update_range(Va(0x2000), Va(0x3000), |v| v.prot = Prot::READ);
         assert_eq!(spans(&m), [(0x1000, 0x5000)]);
         let removed = m.remove_range(Va(0x2000), Va(0x4000));
@@ -320,9 +331,21 @@ mod tests {
     fn gaps_are_found_top_down() {
         let mut m = VmaMap::new(0x1000);
         m.insert(anon(0x8000, 0x10000, Prot::READ));
-        assert_eq!(m.find_gap_topdown(0x1000, 0x1000, Va(0x1000), Va(0x10000)), Some(Va(0x7000)));
-        assert_eq!(m.find_gap_topdown(0x8000, 0x1000, Va(0x1000), Va(0x10000)), None);
-        assert_eq!(m.find_gap_topdown(0x7000, 0x1000, Va(0x1000), Va(0x10000)), Some(Va(0x1000)));
-        assert_eq!(m.find_gap_topdown(0x2000, 0x1000, Va(0x1000), Va(0x20000)), Some(Va(0x1e000)));
+        assert_eq!(
+            m.find_gap_topdown(0x1000, 0x1000, Va(0x1000), Va(0x10000)),
+            Some(Va(0x7000))
+        );
+        assert_eq!(
+            m.find_gap_topdown(0x8000, 0x1000, Va(0x1000), Va(0x10000)),
+            None
+        );
+        assert_eq!(
+            m.find_gap_topdown(0x7000, 0x1000, Va(0x1000), Va(0x10000)),
+            Some(Va(0x1000))
+        );
+        assert_eq!(
+            m.find_gap_topdown(0x2000, 0x1000, Va(0x1000), Va(0x20000)),
+            Some(Va(0x1e000))
+        );
     }
 }

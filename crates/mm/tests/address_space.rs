@@ -14,7 +14,9 @@ fn demand_zero_fill_then_data_round_trips() {
     let sys = system();
     let mm = sys.spawn().unwrap();
     let before = sys.ram().stats().used_frames;
-    let va = mm.mmap(None, 16 * PAGE, RW, PRIV | MapFlags::NOHUGEPAGE).unwrap();
+    let va = mm
+        .mmap(None, 16 * PAGE, RW, PRIV | MapFlags::NOHUGEPAGE)
+        .unwrap();
     assert!(va.is_aligned(PAGE));
     // Nothing is allocated until touched.
     assert_eq!(sys.ram().stats().used_frames, before);
@@ -38,15 +40,50 @@ fn accesses_outside_vmas_or_permissions_are_segv() {
     let mut b = [0u8; 4];
     mm.read(ro, &mut b).unwrap();
     let e = mm.write(ro, b"x").unwrap_err();
-    assert!(matches!(e, Error::Segv { code: SegvCode::AccErr, access: AccessKind::Write, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Segv {
+                code: SegvCode::AccErr,
+                access: AccessKind::Write,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = mm.fetch(ro, &mut b).unwrap_err();
-    assert!(matches!(e, Error::Segv { code: SegvCode::AccErr, access: AccessKind::Execute, .. }));
+    assert!(matches!(
+        e,
+        Error::Segv {
+            code: SegvCode::AccErr,
+            access: AccessKind::Execute,
+            ..
+        }
+    ));
     let e = mm.read(Va(0x1000), &mut b).unwrap_err();
-    assert!(matches!(e, Error::Segv { code: SegvCode::MapErr, .. }));
+    assert!(matches!(
+        e,
+        Error::Segv {
+            code: SegvCode::MapErr,
+            ..
+        }
+    ));
     let none = mm.mmap(None, PAGE, Prot::NONE, PRIV).unwrap();
-    assert!(matches!(mm.read(none, &mut b), Err(Error::Segv { code: SegvCode::AccErr, .. })));
+    assert!(matches!(
+        mm.read(none, &mut b),
+        Err(Error::Segv {
+            code: SegvCode::AccErr,
+            ..
+        })
+    ));
     // Beyond the 48-bit input range.
-    assert!(matches!(mm.read(Va(1 << 48), &mut b), Err(Error::Segv { code: SegvCode::MapErr, .. })));
+    assert!(matches!(
+        mm.read(Va(1 << 48), &mut b),
+        Err(Error::Segv {
+            code: SegvCode::MapErr,
+            ..
+        })
+    ));
     // Exec mapping can be fetched.
     let x = mm.mmap(None, PAGE, Prot::READ | Prot::EXEC, PRIV).unwrap();
     mm.fetch(x, &mut b).unwrap();
@@ -62,7 +99,10 @@ fn bad_arguments_are_typed_errors() {
     let sys = system();
     let mm = sys.spawn().unwrap();
     assert!(matches!(mm.mmap(None, 0, RW, PRIV), Err(Error::ZeroLength)));
-    assert!(matches!(mm.mmap(None, PAGE, RW, MapFlags::empty()), Err(Error::InvalidFlags(_))));
+    assert!(matches!(
+        mm.mmap(None, PAGE, RW, MapFlags::empty()),
+        Err(Error::InvalidFlags(_))
+    ));
     assert!(matches!(
         mm.mmap(None, PAGE, RW, MapFlags::PRIVATE | MapFlags::SHARED),
         Err(Error::InvalidFlags(_))
@@ -71,24 +111,52 @@ fn bad_arguments_are_typed_errors() {
         mm.mmap(Some(Va(0x10_0123)), PAGE, RW, PRIV | MapFlags::FIXED),
         Err(Error::Unaligned { .. })
     ));
-    assert!(matches!(mm.mmap(None, PAGE, RW, PRIV | MapFlags::FIXED), Err(Error::InvalidFlags(_))));
     assert!(matches!(
-        mm.mmap(Some(Va((1 << 48) - PAGE)), 2 * PAGE, RW, PRIV | MapFlags::FIXED),
+        mm.mmap(None, PAGE, RW, PRIV | MapFlags::FIXED),
+        Err(Error::InvalidFlags(_))
+    ));
+    assert!(matches!(
+        mm.mmap(
+            Some(Va((1 << 48) - PAGE)),
+            2 * PAGE,
+            RW,
+            PRIV | MapFlags::FIXED
+        ),
         Err(Error::OutOfRange { .. })
     ));
     assert!(matches!(
         mm.mmap(Some(Va(0)), PAGE, RW, PRIV | MapFlags::FIXED),
         Err(Error::OutOfRange { .. })
     ));
-    assert!(matches!(mm.mmap(None, u64::MAX - 10, RW, PRIV), Err(Error::NoSpace(_))));
-    assert!(matches!(mm.munmap(Va(0x1001), PAGE), Err(Error::Unaligned { .. })));
+    assert!(matches!(
+        mm.mmap(None, u64::MAX - 10, RW, PRIV),
+        Err(Error::NoSpace(_))
+    ));
+    assert!(matches!(
+        mm.munmap(Va(0x1001), PAGE),
+        Err(Error::Unaligned { .. })
+    ));
     assert!(matches!(mm.munmap(Va(0x1000), 0), Err(Error::ZeroLength)));
-    assert!(matches!(mm.munmap(Va(u64::MAX & !0xfff), PAGE), Err(Error::OutOfRange { .. })));
+    assert!(matches!(
+        mm.munmap(Va(!0xfff), PAGE),
+        Err(Error::OutOfRange { .. })
+    ));
     // mprotect / madvise on a range with a hole: ENOMEM-like NotMapped.
-    let va = mm.mmap(Some(Va(0x1000_0000)), 2 * PAGE, RW, PRIV | MapFlags::FIXED).unwrap();
-    assert!(matches!(mm.mprotect(va, 3 * PAGE, Prot::READ), Err(Error::NotMapped(_))));
-    assert!(matches!(mm.mprotect(Va(0x20000), PAGE, Prot::READ), Err(Error::NotMapped(_))));
-    assert!(matches!(mm.madvise_dontneed(va, 4 * PAGE), Err(Error::NotMapped(_))));
+    let va = mm
+        .mmap(Some(Va(0x1000_0000)), 2 * PAGE, RW, PRIV | MapFlags::FIXED)
+        .unwrap();
+    assert!(matches!(
+        mm.mprotect(va, 3 * PAGE, Prot::READ),
+        Err(Error::NotMapped(_))
+    ));
+    assert!(matches!(
+        mm.mprotect(Va(0x20000), PAGE, Prot::READ),
+        Err(Error::NotMapped(_))
+    ));
+    assert!(matches!(
+        mm.madvise_dontneed(va, 4 * PAGE),
+        Err(Error::NotMapped(_))
+    ));
     // munmap of nothing is fine.
     mm.munmap(Va(0x40000), 8 * PAGE).unwrap();
 }
@@ -99,14 +167,19 @@ fn fixed_placement_replaces_and_noreplace_refuses() {
     let mm = sys.spawn().unwrap();
     let at = Va(0x4000_0000);
     // MAP_FIXED over nothing is allowed.
-    assert_eq!(mm.mmap(Some(at), 4 * PAGE, RW, PRIV | MapFlags::FIXED).unwrap(), at);
+    assert_eq!(
+        mm.mmap(Some(at), 4 * PAGE, RW, PRIV | MapFlags::FIXED)
+            .unwrap(),
+        at
+    );
     mm.write(at + PAGE, b"old").unwrap();
     assert!(matches!(
         mm.mmap(Some(at + PAGE), PAGE, RW, PRIV | MapFlags::FIXED_NOREPLACE),
         Err(Error::Exists { .. })
     ));
     // MAP_FIXED over data replaces it with fresh zero pages.
-    mm.mmap(Some(at + PAGE), PAGE, Prot::READ, PRIV | MapFlags::FIXED).unwrap();
+    mm.mmap(Some(at + PAGE), PAGE, Prot::READ, PRIV | MapFlags::FIXED)
+        .unwrap();
     let mut b = [1u8; 3];
     mm.read(at + PAGE, &mut b).unwrap();
     assert_eq!(b, [0; 3]);
@@ -121,16 +194,33 @@ fn fixed_placement_replaces_and_noreplace_refuses() {
 fn mprotect_splits_and_merges_vmas_and_updates_pages() {
     let sys = system();
     let mm = sys.spawn().unwrap();
-    let va = mm.mmap(None, 8 * PAGE, RW, PRIV | MapFlags::POPULATE | MapFlags::NOHUGEPAGE).unwrap();
+    let va = mm
+        .mmap(
+            None,
+            8 * PAGE,
+            RW,
+            PRIV | MapFlags::POPULATE | MapFlags::NOHUGEPAGE,
+        )
+        .unwrap();
     assert_eq!(mm.vmas().unwrap().len(), 1);
     mm.mprotect(va + 2 * PAGE, 2 * PAGE, Prot::READ).unwrap();
     let vmas = mm.vmas().unwrap();
     assert_eq!(vmas.len(), 3);
-    assert_eq!((vmas[1].start, vmas[1].end, vmas[1].prot), (va + 2 * PAGE, va + 4 * PAGE, Prot::READ));
-    assert!(matches!(mm.write(va + 3 * PAGE, b"x"), Err(Error::Segv { .. })));
+    assert_eq!(
+        (vmas[1].start, vmas[1].end, vmas[1].prot),
+        (va + 2 * PAGE, va + 4 * PAGE, Prot::READ)
+    );
+    assert!(matches!(
+        mm.write(va + 3 * PAGE, b"x"),
+        Err(Error::Segv { .. })
+    ));
     mm.write(va + 4 * PAGE, b"x").unwrap();
     mm.mprotect(va + 2 * PAGE, 2 * PAGE, RW).unwrap();
-    assert_eq!(mm.vmas().unwrap().len(), 1, "neighbours with equal protection merge again");
+    assert_eq!(
+        mm.vmas().unwrap().len(),
+        1,
+        "neighbours with equal protection merge again"
+    );
     mm.write(va + 3 * PAGE, b"y").unwrap();
     // munmap in the middle splits.
     mm.munmap(va + 5 * PAGE, PAGE).unwrap();
@@ -161,10 +251,21 @@ fn madvise_dontneed_zeroes_private_and_keeps_shared() {
 fn populate_maps_everything_up_front() {
     let sys = system();
     let mm = sys.spawn().unwrap();
-    let va = mm.mmap(None, 5 * PAGE, RW, PRIV | MapFlags::POPULATE | MapFlags::NOHUGEPAGE).unwrap();
+    let va = mm
+        .mmap(
+            None,
+            5 * PAGE,
+            RW,
+            PRIV | MapFlags::POPULATE | MapFlags::NOHUGEPAGE,
+        )
+        .unwrap();
     assert_eq!(mm.resident_bytes().unwrap(), 5 * PAGE);
     for i in 0..5 {
-        assert!(mm.translate(va + i * PAGE, AccessKind::Write).unwrap().is_some());
+        assert!(
+            mm.translate(va + i * PAGE, AccessKind::Write)
+                .unwrap()
+                .is_some()
+        );
     }
 }
 
@@ -198,8 +299,14 @@ fn exited_address_space_refuses_everything() {
     sys.exit(mm.pid()).unwrap();
     assert!(!mm.is_alive());
     assert!(matches!(mm.write(va, b"x"), Err(Error::Exited(_))));
-    assert!(matches!(mm.mmap(None, PAGE, RW, PRIV), Err(Error::Exited(_))));
-    assert!(matches!(mm.handle_fault(va, AccessKind::Read), Err(Error::Exited(_))));
+    assert!(matches!(
+        mm.mmap(None, PAGE, RW, PRIV),
+        Err(Error::Exited(_))
+    ));
+    assert!(matches!(
+        mm.handle_fault(va, AccessKind::Read),
+        Err(Error::Exited(_))
+    ));
 }
 
 #[test]
@@ -219,7 +326,10 @@ fn other_granules_work_end_to_end() {
         let mut b = [0u8; 7];
         mm.read(va + page - 3, &mut b).unwrap();
         assert_eq!(&b, b"granule");
-        assert!(matches!(mm.munmap(va + 4096, page), Err(Error::Unaligned { .. })));
+        assert!(matches!(
+            mm.munmap(va + 4096, page),
+            Err(Error::Unaligned { .. })
+        ));
         let pid = mm.pid();
         sys.exit(pid).unwrap();
         assert_eq!(sys.ram().stats().used_frames, 0);

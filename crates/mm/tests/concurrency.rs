@@ -11,7 +11,14 @@ fn threads_fault_write_and_unmap_concurrently() {
     let sys = Arc::new(system());
     let mm = sys.spawn().unwrap();
     let rw = Prot::READ | Prot::WRITE;
-    let va = mm.mmap(None, 64 * PAGE, rw, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE).unwrap();
+    let va = mm
+        .mmap(
+            None,
+            64 * PAGE,
+            rw,
+            MapFlags::PRIVATE | MapFlags::NOHUGEPAGE,
+        )
+        .unwrap();
     let workers: Vec<_> = (0..4u64)
         .map(|t| {
             let mm = mm.clone();

@@ -11,20 +11,36 @@ const RW: Prot = Prot::READ.union(Prot::WRITE);
 fn child_writes_break_cow_and_parent_keeps_its_data() {
     let sys = system();
     let parent = sys.spawn().unwrap();
-    let va = parent.mmap(None, 4 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE).unwrap();
+    let va = parent
+        .mmap(None, 4 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
+        .unwrap();
     parent.write(va, b"parent data").unwrap();
     parent.write(va + PAGE, b"second").unwrap();
     let used = sys.ram().stats().used_frames;
     let child = sys.fork(parent.pid()).unwrap();
     // Only the child's table root was added: the data frames are shared.
     let after_fork = sys.ram().stats().used_frames;
-    assert!(after_fork - used <= 4, "fork copied pages instead of sharing");
-    let pa_parent = parent.translate(va, sva_mm::AccessKind::Read).unwrap().unwrap();
-    let pa_child = child.translate(va, sva_mm::AccessKind::Read).unwrap().unwrap();
+    assert!(
+        after_fork - used <= 4,
+        "fork copied pages instead of sharing"
+    );
+    let pa_parent = parent
+        .translate(va, sva_mm::AccessKind::Read)
+        .unwrap()
+        .unwrap();
+    let pa_child = child
+        .translate(va, sva_mm::AccessKind::Read)
+        .unwrap()
+        .unwrap();
     assert_eq!(pa_parent, pa_child);
     assert_eq!(sys.ram().refcount(pa_parent).unwrap(), 2);
     // Both are write-protected now.
-    assert!(parent.translate(va, sva_mm::AccessKind::Write).unwrap().is_none());
+    assert!(
+        parent
+            .translate(va, sva_mm::AccessKind::Write)
+            .unwrap()
+            .is_none()
+    );
 
     child.write(va, b"CHILD").unwrap();
     let mut b = [0u8; 11];
@@ -33,14 +49,26 @@ fn child_writes_break_cow_and_parent_keeps_its_data() {
     child.read(va, &mut b).unwrap();
     assert_eq!(&b, b"CHILDt data");
     assert_eq!(child.stats().cow_breaks, 1);
-    assert_ne!(child.translate(va, sva_mm::AccessKind::Read).unwrap().unwrap(), pa_parent);
+    assert_ne!(
+        child
+            .translate(va, sva_mm::AccessKind::Read)
+            .unwrap()
+            .unwrap(),
+        pa_parent
+    );
     assert_eq!(sys.ram().refcount(pa_parent).unwrap(), 1);
 
     // The parent is now the sole owner: its write reuses the frame, no copy.
     parent.write(va, b"P").unwrap();
     assert_eq!(parent.stats().cow_breaks, 0);
     assert_eq!(parent.stats().cow_reuses, 1);
-    assert_eq!(parent.translate(va, sva_mm::AccessKind::Write).unwrap().unwrap(), pa_parent);
+    assert_eq!(
+        parent
+            .translate(va, sva_mm::AccessKind::Write)
+            .unwrap()
+            .unwrap(),
+        pa_parent
+    );
 
     // The page neither wrote stays shared.
     let mut s = [0u8; 6];
@@ -78,15 +106,22 @@ fn shared_mappings_stay_shared_across_fork() {
 fn dontcopy_and_wipeonfork_ranges() {
     let sys = system();
     let parent = sys.spawn().unwrap();
-    let nocopy = parent.mmap(None, PAGE, RW, MapFlags::SHARED | MapFlags::DONTCOPY).unwrap();
-    let wipe = parent.mmap(None, PAGE, RW, MapFlags::PRIVATE | MapFlags::WIPEONFORK).unwrap();
+    let nocopy = parent
+        .mmap(None, PAGE, RW, MapFlags::SHARED | MapFlags::DONTCOPY)
+        .unwrap();
+    let wipe = parent
+        .mmap(None, PAGE, RW, MapFlags::PRIVATE | MapFlags::WIPEONFORK)
+        .unwrap();
     parent.write(nocopy, b"doorbell").unwrap();
     parent.write(wipe, b"secret").unwrap();
     let child = sys.fork(parent.pid()).unwrap();
     let mut b = [0u8; 6];
     assert!(matches!(
         child.read(nocopy, &mut b),
-        Err(sva_mm::Error::Segv { code: sva_mm::SegvCode::MapErr, .. })
+        Err(sva_mm::Error::Segv {
+            code: sva_mm::SegvCode::MapErr,
+            ..
+        })
     ));
     child.read(wipe, &mut b).unwrap();
     assert_eq!(b, [0; 6], "WIPEONFORK range must read as zero in the child");

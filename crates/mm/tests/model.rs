@@ -15,15 +15,45 @@ const PAGES: u64 = 1024;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Map { start: u64, n: u64, prot: u8 },
-    Unmap { start: u64, n: u64 },
-    Protect { start: u64, n: u64, prot: u8 },
-    Write { page: u64, off: u64, len: u64, byte: u8 },
-    Read { page: u64, off: u64, len: u64 },
-    DontNeed { start: u64, n: u64 },
-    Reclaim { start: u64, n: u64 },
-    Migrate { page: u64 },
-    ForkAndScribble { page: u64 },
+    Map {
+        start: u64,
+        n: u64,
+        prot: u8,
+    },
+    Unmap {
+        start: u64,
+        n: u64,
+    },
+    Protect {
+        start: u64,
+        n: u64,
+        prot: u8,
+    },
+    Write {
+        page: u64,
+        off: u64,
+        len: u64,
+        byte: u8,
+    },
+    Read {
+        page: u64,
+        off: u64,
+        len: u64,
+    },
+    DontNeed {
+        start: u64,
+        n: u64,
+    },
+    Reclaim {
+        start: u64,
+        n: u64,
+    },
+    Migrate {
+        page: u64,
+    },
+    ForkAndScribble {
+        page: u64,
+    },
 }
 
 fn prot(bits: u8) -> Prot {
@@ -62,12 +92,18 @@ impl Model {
     fn allows(&self, first: u64, last: u64, write: bool) -> bool {
         (first..=last).all(|p| {
             self.prot.get(&p).is_some_and(|pr| {
-                if write { pr.contains(Prot::WRITE) } else { pr.intersects(Prot::READ | Prot::WRITE) }
+                if write {
+                    pr.contains(Prot::WRITE)
+                } else {
+                    pr.intersects(Prot::READ | Prot::WRITE)
+                }
             })
         })
     }
     fn byte(&self, addr: u64) -> u8 {
-        self.data.get(&(addr / PAGE)).map_or(0, |d| d[(addr % PAGE) as usize])
+        self.data
+            .get(&(addr / PAGE))
+            .map_or(0, |d| d[(addr % PAGE) as usize])
     }
     fn zero(&mut self, start: u64, n: u64) {
         for p in start..start + n {

@@ -15,14 +15,19 @@ fn every_change_is_notified_with_its_reason() {
     let mm = sys.spawn().unwrap();
     let rec = Arc::new(Recorder::with_ram(sys.ram().clone()));
     let id = mm.register_notifier(rec.clone()).unwrap();
-    let va = mm.mmap(None, 8 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE).unwrap();
+    let va = mm
+        .mmap(None, 8 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
+        .unwrap();
     mm.fill(va, 7, (8 * PAGE) as usize).unwrap();
     // Demand faults into empty entries need no invalidation.
     assert!(rec.reasons().is_empty());
 
     mm.mprotect(va, PAGE, Prot::READ).unwrap();
     mm.reclaim(va + PAGE, PAGE).unwrap();
-    let old = mm.translate(va + 2 * PAGE, sva_mm::AccessKind::Read).unwrap().unwrap();
+    let old = mm
+        .translate(va + 2 * PAGE, sva_mm::AccessKind::Read)
+        .unwrap()
+        .unwrap();
     let new = mm.migrate(va + 2 * PAGE).unwrap();
     assert_ne!(old, new);
     mm.clear_young(va + 3 * PAGE, PAGE).unwrap();
@@ -95,7 +100,10 @@ fn release_runs_once_at_exit_before_teardown() {
     mm.register_notifier(check.clone()).unwrap();
     sys.exit(mm.pid()).unwrap();
     assert_eq!(*rec.released.lock().unwrap(), 1);
-    assert!(*check.seen.lock().unwrap(), "release ran after the tables were torn down");
+    assert!(
+        *check.seen.lock().unwrap(),
+        "release ran after the tables were torn down"
+    );
     // No invalidate calls after release.
     assert!(rec.events.lock().unwrap().is_empty());
     assert!(mm.register_notifier(rec).is_err());
@@ -107,12 +115,25 @@ fn tlb_broadcast_carries_asid_and_range() {
     let snoop = Arc::new(Snooper::default());
     let sub = sys.tlb().subscribe(snoop.clone());
     let mm = sys.spawn().unwrap();
-    let va = mm.mmap(None, 4 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE).unwrap();
+    let va = mm
+        .mmap(None, 4 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
+        .unwrap();
     mm.fill(va, 1, (4 * PAGE) as usize).unwrap();
-    assert!(snoop.ops.lock().unwrap().is_empty(), "filling empty entries needs no TLBI");
+    assert!(
+        snoop.ops.lock().unwrap().is_empty(),
+        "filling empty entries needs no TLBI"
+    );
     mm.munmap(va + PAGE, PAGE).unwrap();
     let ops = snoop.ops.lock().unwrap().clone();
-    assert!(ops.contains(&Tlbi::Va { asid: mm.asid(), va: va + PAGE, size: PAGE, leaf_only: true }), "{ops:?}");
+    assert!(
+        ops.contains(&Tlbi::Va {
+            asid: mm.asid(),
+            va: va + PAGE,
+            size: PAGE,
+            leaf_only: true
+        }),
+        "{ops:?}"
+    );
     let asid = mm.asid();
     sys.exit(mm.pid()).unwrap();
     assert_eq!(snoop.ops.lock().unwrap().last(), Some(&Tlbi::Asid(asid)));
@@ -124,7 +145,9 @@ fn tlb_broadcast_carries_asid_and_range() {
 fn reclaim_skips_shared_and_cow_pages_and_swaps_back() {
     let sys = system();
     let mm = sys.spawn().unwrap();
-    let p = mm.mmap(None, 4 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE).unwrap();
+    let p = mm
+        .mmap(None, 4 * PAGE, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
+        .unwrap();
     let s = mm.mmap(None, PAGE, RW, MapFlags::SHARED).unwrap();
     for i in 0..4 {
         mm.write(p + i * PAGE, &[i as u8 + 1; 16]).unwrap();
@@ -143,15 +166,28 @@ fn reclaim_skips_shared_and_cow_pages_and_swaps_back() {
     assert_eq!(b, [1; 16]);
     assert_eq!(mm.swapped_pages(), 0);
     assert!(matches!(mm.migrate(s), Err(sva_mm::Error::PageShared(_))));
-    assert!(matches!(mm.migrate(p + PAGE), Err(sva_mm::Error::PageShared(_))));
-    assert!(matches!(mm.migrate(sva_addr::Va(0x20000)), Err(sva_mm::Error::NotMapped(_))));
+    assert!(matches!(
+        mm.migrate(p + PAGE),
+        Err(sva_mm::Error::PageShared(_))
+    ));
+    assert!(matches!(
+        mm.migrate(sva_addr::Va(0x20000)),
+        Err(sva_mm::Error::NotMapped(_))
+    ));
 }
 
 #[test]
 fn access_flag_is_set_again_by_hardware() {
     let sys = system();
     let mm = sys.spawn().unwrap();
-    let va = mm.mmap(None, 4 * PAGE, RW, MapFlags::PRIVATE | MapFlags::POPULATE | MapFlags::NOHUGEPAGE).unwrap();
+    let va = mm
+        .mmap(
+            None,
+            4 * PAGE,
+            RW,
+            MapFlags::PRIVATE | MapFlags::POPULATE | MapFlags::NOHUGEPAGE,
+        )
+        .unwrap();
     assert_eq!(mm.clear_young(va, 4 * PAGE).unwrap(), 4);
     assert_eq!(mm.clear_young(va, 4 * PAGE).unwrap(), 0);
     let mut b = [0u8; 1];

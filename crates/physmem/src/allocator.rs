@@ -54,7 +54,7 @@ pub struct FrameAllocator {
 
 /// The buddy order of a block of `size` bytes.
 fn order_of(size: u64) -> Result<u32> {
-    if !size.is_power_of_two() || size < FRAME_SIZE || size > FRAME_SIZE << MAX_ORDER {
+    if !size.is_power_of_two() || !(FRAME_SIZE..=FRAME_SIZE << MAX_ORDER).contains(&size) {
         return Err(Error::BadAllocSize(size));
     }
     Ok(size.trailing_zeros() - FRAME_SHIFT)

@@ -41,7 +41,7 @@ impl core::fmt::Debug for SparseRam {
 impl SparseRam {
     /// RAM of `size` bytes (a non-zero multiple of 4 KiB, at most 2^48).
     pub fn new(size: u64) -> Result<Self> {
-        if size == 0 || size % FRAME_SIZE != 0 || size > MAX_RAM_SIZE {
+        if size == 0 || !size.is_multiple_of(FRAME_SIZE) || size > MAX_RAM_SIZE {
             return Err(Error::BadRamSize(size));
         }
         let frames = size >> FRAME_SHIFT;
@@ -101,48 +101,70 @@ impl SparseRam {
     }
 }
 
+/// Splits a byte range `[off, off + len)` of a frame into a head (bytes before the first
+/// word boundary), whole words, and a tail: (head length, first whole word, word count).
+fn word_span(off: usize, len: usize) -> (usize, usize, usize) {
+    let head = ((8 - off % 8) % 8).min(len);
+    let words = (len - head) / 8;
+    (head, (off + head) / 8, words)
+}
+
 /// Copies bytes `[off, off + out.len())` of a frame into `out`.
 fn read_frame(frame: &Frame, off: usize, out: &mut [u8]) {
-    let mut pos = 0;
-    while pos < out.len() {
-        let byte = off + pos;
-        let word = frame[byte / 8].load(Ordering::Relaxed).to_le_bytes();
-        let start = byte % 8;
-        let n = (8 - start).min(out.len() - pos);
-        out[pos..pos + n].copy_from_slice(&word[start..start + n]);
-        pos += n;
+    let (head, first, words) = word_span(off, out.len());
+    read_partial(frame, off, &mut out[..head]);
+    let body = &mut out[head..head + words * 8];
+    for (chunk, cell) in body.chunks_exact_mut(8).zip(&frame[first..first + words]) {
+        chunk.copy_from_slice(&cell.load(Ordering::Relaxed).to_le_bytes());
     }
+    let done = head + words * 8;
+    read_partial(frame, off + done, &mut out[done..]);
+}
+
+/// Reads up to one word's worth of bytes that lie within a single word.
+fn read_partial(frame: &Frame, off: usize, out: &mut [u8]) {
+    if out.is_empty() {
+        return;
+    }
+    let word = frame[off / 8].load(Ordering::Relaxed).to_le_bytes();
+    let start = off % 8;
+    out.copy_from_slice(&word[start..start + out.len()]);
 }
 
 /// Writes `data` at byte `off` of a frame. Whole words are stored; partial words are merged
 /// with a compare-exchange loop so concurrent writers of the other bytes are not lost.
 fn write_frame(frame: &Frame, off: usize, data: &[u8]) {
-    let mut pos = 0;
-    while pos < data.len() {
-        let byte = off + pos;
-        let start = byte % 8;
-        let n = (8 - start).min(data.len() - pos);
-        let cell = &frame[byte / 8];
-        if n == 8 {
-            let word = u64::from_le_bytes(data[pos..pos + 8].try_into().expect("8 bytes"));
-            cell.store(word, Ordering::Relaxed);
-        } else {
-            let mut current = cell.load(Ordering::Relaxed);
-            loop {
-                let mut bytes = current.to_le_bytes();
-                bytes[start..start + n].copy_from_slice(&data[pos..pos + n]);
-                match cell.compare_exchange_weak(
-                    current,
-                    u64::from_le_bytes(bytes),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(actual) => current = actual,
-                }
-            }
+    let (head, first, words) = word_span(off, data.len());
+    write_partial(frame, off, &data[..head]);
+    let body = &data[head..head + words * 8];
+    for (chunk, cell) in body.chunks_exact(8).zip(&frame[first..first + words]) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        cell.store(word, Ordering::Relaxed);
+    }
+    let done = head + words * 8;
+    write_partial(frame, off + done, &data[done..]);
+}
+
+/// Merges up to one word's worth of bytes that lie within a single word.
+fn write_partial(frame: &Frame, off: usize, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    let start = off % 8;
+    let cell = &frame[off / 8];
+    let mut current = cell.load(Ordering::Relaxed);
+    loop {
+        let mut bytes = current.to_le_bytes();
+        bytes[start..start + data.len()].copy_from_slice(data);
+        match cell.compare_exchange_weak(
+            current,
+            u64::from_le_bytes(bytes),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(actual) => current = actual,
         }
-        pos += n;
     }
 }
 

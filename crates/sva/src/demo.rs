@@ -3,9 +3,7 @@
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use sva_mm::{
-    AccessKind, InvalidateRange, MapFlags, MmConfig, MmuNotifier, Prot, System,
-};
+use sva_mm::{AccessKind, InvalidateRange, MapFlags, MmConfig, MmuNotifier, Prot, System};
 use sva_physmem::{PhysMemory, Ram};
 use sva_vmsa::{Access, AccessKind as Kind, Httu};
 
@@ -15,10 +13,13 @@ struct Log(Mutex<Vec<String>>);
 
 impl MmuNotifier for Log {
     fn invalidate_range_end(&self, r: &InvalidateRange) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
-            "{:?} [{}, {}) asid {}",
-            r.reason, r.start, r.end, r.asid
-        ));
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!(
+                "{:?} [{}, {}) asid {}",
+                r.reason, r.start, r.end, r.asid
+            ));
     }
 }
 
@@ -43,7 +44,10 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
     let sys = System::new(ram.clone(), MmConfig::default())?;
     let mut c = Checks { out, failed: 0 };
     let rw = Prot::READ | Prot::WRITE;
-    writeln!(c.out, "sva demo: simulated RAM, VMSAv8-64 tables, CPU address spaces")?;
+    writeln!(
+        c.out,
+        "sva demo: simulated RAM, VMSAv8-64 tables, CPU address spaces"
+    )?;
     writeln!(
         c.out,
         "RAM {} GiB (sparse), {} frames in use",
@@ -64,9 +68,17 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
         cfg.t0sz(),
         cfg.granule().tg0()
     )?;
-    let buf = p.mmap(None, 256 << 10, rw, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)?;
+    let buf = p.mmap(
+        None,
+        256 << 10,
+        rw,
+        MapFlags::PRIVATE | MapFlags::NOHUGEPAGE,
+    )?;
     let used0 = ram.stats().used_frames;
-    writeln!(c.out, "mmap 256 KiB private rw at {buf}: {used0} frames in use")?;
+    writeln!(
+        c.out,
+        "mmap 256 KiB private rw at {buf}: {used0} frames in use"
+    )?;
     let msg = b"shared virtual addressing";
     p.write(buf + 0x1ff0, msg)?;
     let mut back = vec![0u8; msg.len()];
@@ -75,9 +87,7 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
     let tables = p.table().table_count(&*ram)?;
     c.check(
         p.stats().faults == 2 && p.resident_bytes()? == 2 * cfg.page_size(),
-        &format!(
-            "two demand faults map two pages; the table now has {tables} table frames"
-        ),
+        &format!("two demand faults map two pages; the table now has {tables} table frames"),
     )?;
 
     let target = buf + 0x2000;
@@ -103,7 +113,10 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
         .walk(&*ram, buf + 0x8000, access, Httu::default())
         .err();
     writeln!(c.out, "walk {} (never touched): {fault:?}", buf + 0x8000)?;
-    c.check(fault.is_some(), "an untouched page is a translation fault to the walker")?;
+    c.check(
+        fault.is_some(),
+        "an untouched page is a translation fault to the walker",
+    )?;
 
     let huge = p.mmap(None, 4 << 20, rw, MapFlags::PRIVATE)?;
     p.fill(huge, 0xab, 4 << 20)?;
@@ -115,11 +128,18 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
         leaf.level,
         leaf.size >> 20
     )?;
-    c.check(leaf.size == 2 << 20, "aligned anonymous memory is mapped with 2 MiB blocks")?;
+    c.check(
+        leaf.size == 2 << 20,
+        "aligned anonymous memory is mapped with 2 MiB blocks",
+    )?;
 
     let log = Arc::new(Log::default());
     p.register_notifier(log.clone())?;
-    writeln!(c.out, "\nfork: an MMU notifier is registered on process {}", p.pid())?;
+    writeln!(
+        c.out,
+        "\nfork: an MMU notifier is registered on process {}",
+        p.pid()
+    )?;
     let child = sys.fork(p.pid())?;
     let pa = p.translate(target, AccessKind::Read)?.context("mapped")?;
     c.check(
@@ -128,7 +148,10 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
     )?;
     child.write(buf + 0x1ff0, b"child")?;
     p.read(buf + 0x1ff0, &mut back)?;
-    c.check(back == msg, "the child's store broke copy-on-write; the parent's data is intact")?;
+    c.check(
+        back == msg,
+        "the child's store broke copy-on-write; the parent's data is intact",
+    )?;
     p.write(buf + 0x1000, b"parent")?;
     c.check(
         p.stats().cow_reuses == 1 && p.stats().cow_breaks == 0,

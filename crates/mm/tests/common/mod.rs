@@ -49,13 +49,20 @@ impl MmuNotifier for Recorder {
     fn invalidate_range_start(&self, range: &InvalidateRange) {
         self.events.lock().unwrap().push(("start", *range));
         if let Some(ram) = &self.ram {
-            self.used_at_start.lock().unwrap().push(ram.stats().used_frames);
+            self.used_at_start
+                .lock()
+                .unwrap()
+                .push(ram.stats().used_frames);
         }
     }
 
     fn invalidate_range_end(&self, range: &InvalidateRange) {
         let mut ev = self.events.lock().unwrap();
-        let last_start = ev.iter().rev().find(|(k, _)| *k == "start").map(|(_, r)| *r);
+        let last_start = ev
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == "start")
+            .map(|(_, r)| *r);
         assert_eq!(last_start, Some(*range), "end without matching start");
         ev.push(("end", *range));
         if let Some(ram) = &self.ram {
