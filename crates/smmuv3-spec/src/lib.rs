@@ -66,6 +66,7 @@ pub mod encoding;
 pub mod error;
 pub mod event;
 pub mod idr;
+pub mod mmio;
 pub mod pri;
 pub mod queue;
 pub mod regs;
