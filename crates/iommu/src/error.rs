@@ -1,7 +1,9 @@
+use crate::{Bond, DeviceId, DriverError};
 use sva_addr::Pasid;
+use sva_mm::Pid;
 
 /// Errors of the SVA core.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No free PASID in the range the IOMMU and device allow (ENOSPC).
     #[error("PASID space exhausted in [{min}, {max}]")]
@@ -19,6 +21,56 @@ pub enum Error {
         /// Highest PASID asked for.
         max: Pasid,
     },
+    /// The IOMMU cannot do SVA for this device (no PASID support).
+    #[error("no SVA support for device {0:?}")]
+    NoSvaSupport(DeviceId),
+    /// A requested feature is missing.
+    #[error("device {device:?} lacks {feature}")]
+    FeatureMissing {
+        /// The device.
+        device: DeviceId,
+        /// What is missing.
+        feature: &'static str,
+    },
+    /// SVA was already enabled for the device.
+    #[error("SVA is already enabled for device {0:?}")]
+    AlreadyEnabled(DeviceId),
+    /// SVA is not enabled for the device.
+    #[error("SVA is not enabled for device {0:?}")]
+    NotEnabled(DeviceId),
+    /// The device still has bonds.
+    #[error("device {0:?} still has bound address spaces")]
+    DeviceBusy(DeviceId),
+    /// The IOMMU cannot walk this address space's tables.
+    #[error(
+        "address space incompatible with the IOMMU: {granule}-byte granule, {ia_bits}-bit input"
+    )]
+    IncompatibleAddressSpace {
+        /// Granule size.
+        granule: u64,
+        /// Input address bits.
+        ia_bits: u32,
+    },
+    /// The address space's PASID is beyond what this device can use (EOVERFLOW).
+    #[error("the address space's PASID {pasid} is above the device's maximum {max}")]
+    PasidAboveDeviceMax {
+        /// The address space's PASID.
+        pasid: Pasid,
+        /// The device's maximum.
+        max: Pasid,
+    },
+    /// The address space has exited.
+    #[error("process {0} has exited")]
+    Exited(Pid),
+    /// Unbinding something that is not bound.
+    #[error("{0:?} is not bound")]
+    NotBound(Bond),
+    /// The IOMMU driver failed.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    /// The address space refused (e.g. registering a notifier on an exited process).
+    #[error(transparent)]
+    Mm(#[from] sva_mm::Error),
     /// Freeing a PASID that is not allocated.
     #[error("PASID {0} is not allocated")]
     PasidNotAllocated(Pasid),

@@ -1,13 +1,19 @@
 //! The SVA / IOMMU core: what the seed threads design, generic over IOMMU drivers.
 //!
-//! Built so far: the system-wide PASID allocator ([`PasidAllocator`]) and the I/O page
-//! fault queue ([`IopfQueue`]). Devices, domains, bonds and invalidation fan-out are the
-//! rest of this crate's issue and are not written yet.
+//! Built so far: the driver trait ([`IommuDriver`]), per-device SVA enablement, bind and
+//! unbind with one PASID per address space ([`Sva`], [`PasidAllocator`]), the invalidation
+//! notifier, the exit rules, and the I/O page fault queue ([`IopfQueue`]). Not yet: domains
+//! for DMA without PASID (blocked, identity, DMA with an IOVA allocator) and private I/O
+//! page tables for devices without I/O page faults.
 
+pub mod driver;
 mod error;
 pub mod iopf;
 mod pasid;
+mod sva;
 
+pub use driver::{DriverError, IommuDriver, SvaCaps, SvaContext};
 pub use error::{Error, Result};
 pub use iopf::{DeviceId, IopfQueue, IopfStats, PageRequest, PageResponse, ResponseSink};
 pub use pasid::PasidAllocator;
+pub use sva::{Bond, ExitHandler, Sva, SvaFeatures};

@@ -1,0 +1,391 @@
+//! Binding devices to CPU address spaces: one PASID per address space system-wide,
+//! refcounted bonds per (device, address space), an MMU notifier per bound address space
+//! that turns every CPU-side change into IOMMU and device-TLB invalidation, and the exit
+//! rules of the seed design.
+//!
+//! # Locking
+//! `bind_lock` serialises enable/disable/bind/unbind/exit bookkeeping (it may call into the
+//! driver and register notifiers on an address space). The notifier of a bound address
+//! space never takes it: it reads its own target list and calls the driver, so the order
+//! is `bind_lock` → address-space lock → notifier targets → driver, and the address
+//! space's invalidations never wait for a bind.
+
+use crate::driver::{IommuDriver, SvaContext};
+use crate::iopf::{DeviceId, IopfQueue, PageRequest, PageResponse, ResponseSink};
+use crate::{Error, PasidAllocator, Result};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use sva_addr::{Asid, Pasid, Va};
+use sva_mm::{InvalidateRange, Mm, MmuNotifier, NotifierId, Pid};
+
+/// What a device asks for when it enables SVA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SvaFeatures {
+    /// I/O page faults (PRI or stall): without them the device must only touch memory that
+    /// is already mapped.
+    pub iopf: bool,
+    /// A PASID limit below what the device and the IOMMU support.
+    pub max_pasid: Option<Pasid>,
+}
+
+/// A device bound to an address space. Unbinding drops one reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Bond {
+    /// The device.
+    pub device: DeviceId,
+    /// The address space's PASID: what the device tags its DMA with.
+    pub pasid: Pasid,
+    /// The process owning the address space.
+    pub pid: Pid,
+}
+
+/// Called when a bound address space exits, with the PASID it had, before its memory is
+/// torn down: the device driver stops the queues using it.
+pub type ExitHandler = Arc<dyn Fn(DeviceId, Pasid) + Send + Sync>;
+
+struct DeviceState {
+    max_pasid: Pasid,
+    bonds: usize,
+}
+
+struct Space {
+    mm: Arc<Mm>,
+    asid: Asid,
+    notifier: Arc<SvaNotifier>,
+    notifier_id: NotifierId,
+    /// Bond references per device.
+    bonds: BTreeMap<DeviceId, u32>,
+    exited: bool,
+}
+
+#[derive(Default)]
+struct State {
+    devices: BTreeMap<DeviceId, DeviceState>,
+    spaces: BTreeMap<Pasid, Space>,
+    by_pid: BTreeMap<Pid, Pasid>,
+}
+
+struct Inner {
+    driver: Arc<dyn IommuDriver>,
+    pasids: PasidAllocator,
+    iopf: IopfQueue,
+    bind_lock: Mutex<State>,
+    exit_handlers: Mutex<BTreeMap<DeviceId, ExitHandler>>,
+}
+
+/// The SVA core for one IOMMU driver.
+pub struct Sva {
+    inner: Arc<Inner>,
+}
+
+impl core::fmt::Debug for Sva {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Sva").finish_non_exhaustive()
+    }
+}
+
+/// Responses from the fault queue go back through the driver.
+struct DriverSink(Weak<dyn IommuDriver>);
+
+impl ResponseSink for DriverSink {
+    fn respond(&self, device: DeviceId, pasid: Pasid, group: u16, response: PageResponse) {
+        if let Some(d) = self.0.upgrade() {
+            // A response the hardware refuses leaves the device to its completion timeout;
+            // nothing the core could do differs.
+            let _ = d.page_response(device, pasid, group, response);
+        }
+    }
+}
+
+/// The MMU notifier of one bound address space.
+struct SvaNotifier {
+    inner: Weak<Inner>,
+    pasid: Pasid,
+    /// Devices bound to this address space (the ATCs to invalidate).
+    targets: Mutex<Vec<(DeviceId, Pasid)>>,
+}
+
+impl MmuNotifier for SvaNotifier {
+    fn invalidate_range_end(&self, range: &InvalidateRange) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let targets = lock(&self.targets).clone();
+        // The IOMMU must not keep a translation the CPU dropped; an error here means the
+        // hardware did not confirm, and there is no caller to hand it to.
+        let _ = inner
+            .driver
+            .invalidate(range.asid, range.start, range.end, &targets);
+    }
+
+    fn release(&self, asid: Asid) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.release(self.pasid, asid);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Sva {
+    /// The core for `driver`, with `iopf_workers` fault-handling threads.
+    pub fn new(driver: Arc<dyn IommuDriver>, iopf_workers: usize) -> Self {
+        let sink = Arc::new(DriverSink(Arc::downgrade(&driver)));
+        Self {
+            inner: Arc::new(Inner {
+                driver,
+                pasids: PasidAllocator::new(),
+                iopf: IopfQueue::new(iopf_workers, sink),
+                bind_lock: Mutex::new(State::default()),
+                exit_handlers: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// Enables SVA for `device`. Enabling may briefly interrupt the device's DMA without
+    /// PASID while its stream is reprogrammed (on PCIe, PASID is enabled before ATS).
+    pub fn enable_device(&self, device: DeviceId, features: SvaFeatures) -> Result<()> {
+        let mut st = lock(&self.inner.bind_lock);
+        if st.devices.contains_key(&device) {
+            return Err(Error::AlreadyEnabled(device));
+        }
+        let caps = self.inner.driver.sva_caps(device)?;
+        if caps.pasid_bits == 0 {
+            return Err(Error::NoSvaSupport(device));
+        }
+        if features.iopf && !caps.iopf {
+            return Err(Error::FeatureMissing {
+                device,
+                feature: "I/O page faults (PRI or stall)",
+            });
+        }
+        let hw_max = Pasid(((1u64 << caps.pasid_bits.min(20)) - 1) as u32);
+        let max_pasid = features.max_pasid.map_or(hw_max, |m| m.min(hw_max));
+        if max_pasid < self.inner.driver.min_pasid() {
+            return Err(Error::NoSvaSupport(device));
+        }
+        self.inner.driver.enable_sva(device, features.iopf)?;
+        st.devices.insert(
+            device,
+            DeviceState {
+                max_pasid,
+                bonds: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Disables SVA for `device`; it must have no bond left.
+    pub fn disable_device(&self, device: DeviceId) -> Result<()> {
+        let mut st = lock(&self.inner.bind_lock);
+        let dev = st.devices.get(&device).ok_or(Error::NotEnabled(device))?;
+        if dev.bonds > 0 {
+            return Err(Error::DeviceBusy(device));
+        }
+        self.inner.driver.disable_sva(device)?;
+        st.devices.remove(&device);
+        Ok(())
+    }
+
+    /// Registers what to call when an address space bound to `device` exits.
+    pub fn set_exit_handler(&self, device: DeviceId, handler: ExitHandler) {
+        lock(&self.inner.exit_handlers).insert(device, handler);
+    }
+
+    /// Binds `device` to `mm`: the device may then DMA with the returned PASID on the
+    /// process's virtual addresses. Binding the same pair again takes another reference on
+    /// the same bond.
+    pub fn bind(&self, device: DeviceId, mm: &Arc<Mm>) -> Result<Bond> {
+        let inner = &self.inner;
+        let mut guard = lock(&inner.bind_lock);
+        let st = &mut *guard;
+        let dev = st.devices.get(&device).ok_or(Error::NotEnabled(device))?;
+        let max = dev.max_pasid;
+        if !mm.is_alive() {
+            return Err(Error::Exited(mm.pid()));
+        }
+        let config = mm.table_config();
+        if !inner.driver.supports_tables(&config) {
+            return Err(Error::IncompatibleAddressSpace {
+                granule: config.granule().size(),
+                ia_bits: config.ia_bits(),
+            });
+        }
+        let ctx = SvaContext {
+            table_root: mm.table_root(),
+            config,
+            asid: mm.asid(),
+            mair: sva_mm::MAIR,
+        };
+        let (pasid, new_space) = match st.by_pid.get(&mm.pid()) {
+            Some(&pasid) => {
+                if pasid > max {
+                    return Err(Error::PasidAboveDeviceMax { pasid, max });
+                }
+                let space = st.spaces.get_mut(&pasid).expect("by_pid and spaces agree");
+                if space.exited {
+                    return Err(Error::Exited(mm.pid()));
+                }
+                if let Some(refs) = space.bonds.get_mut(&device) {
+                    *refs += 1;
+                    return Ok(Bond {
+                        device,
+                        pasid,
+                        pid: mm.pid(),
+                    });
+                }
+                (pasid, false)
+            }
+            None => {
+                let pasid = inner.pasids.alloc(inner.driver.min_pasid(), max)?;
+                let notifier = Arc::new(SvaNotifier {
+                    inner: Arc::downgrade(inner),
+                    pasid,
+                    targets: Mutex::new(Vec::new()),
+                });
+                let notifier_id = match mm.register_notifier(notifier.clone()) {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let _ = inner.pasids.free(pasid);
+                        return Err(e.into());
+                    }
+                };
+                inner.iopf.add_space(pasid, mm);
+                st.spaces.insert(
+                    pasid,
+                    Space {
+                        mm: mm.clone(),
+                        asid: mm.asid(),
+                        notifier,
+                        notifier_id,
+                        bonds: BTreeMap::new(),
+                        exited: false,
+                    },
+                );
+                st.by_pid.insert(mm.pid(), pasid);
+                (pasid, true)
+            }
+        };
+        if let Err(e) = inner.driver.set_pasid(device, pasid, &ctx) {
+            if new_space {
+                Self::drop_space(inner, st, pasid);
+            }
+            return Err(e.into());
+        }
+        let space = st.spaces.get_mut(&pasid).expect("present");
+        space.bonds.insert(device, 1);
+        lock(&space.notifier.targets).push((device, pasid));
+        st.devices.get_mut(&device).expect("checked").bonds += 1;
+        Ok(Bond {
+            device,
+            pasid,
+            pid: mm.pid(),
+        })
+    }
+
+    /// Drops one reference on `bond`. The last one tears the PASID context down. The caller
+    /// guarantees the device no longer issues DMA or page requests with the PASID; the core
+    /// waits until every page request already received for it has been answered, then
+    /// removes the context and invalidates what the IOMMU and the device cached. The PASID
+    /// returns to the allocator when its address space has no bond left.
+    pub fn unbind(&self, bond: Bond) -> Result<()> {
+        let inner = &self.inner;
+        let mut guard = lock(&inner.bind_lock);
+        let st = &mut *guard;
+        let space = st
+            .spaces
+            .get_mut(&bond.pasid)
+            .ok_or(Error::NotBound(bond))?;
+        let refs = space
+            .bonds
+            .get_mut(&bond.device)
+            .ok_or(Error::NotBound(bond))?;
+        *refs -= 1;
+        if *refs > 0 {
+            return Ok(());
+        }
+        space.bonds.remove(&bond.device);
+        lock(&space.notifier.targets).retain(|t| t.0 != bond.device);
+        let asid = space.asid;
+        let last = space.bonds.is_empty();
+        inner.iopf.drain(bond.pasid);
+        let cleared = inner.driver.clear_pasid(bond.device, bond.pasid);
+        let top = Va(space.mm.table_config().ia_size());
+        let invalidated = inner
+            .driver
+            .invalidate(asid, Va(0), top, &[(bond.device, bond.pasid)]);
+        if let Some(d) = st.devices.get_mut(&bond.device) {
+            d.bonds -= 1;
+        }
+        if last {
+            Self::drop_space(inner, st, bond.pasid);
+        }
+        cleared?;
+        invalidated?;
+        Ok(())
+    }
+
+    fn drop_space(inner: &Inner, st: &mut State, pasid: Pasid) {
+        if let Some(space) = st.spaces.remove(&pasid) {
+            space.mm.unregister_notifier(space.notifier_id);
+            inner.iopf.remove_space(pasid);
+            st.by_pid.remove(&space.mm.pid());
+            // Freed only now: every bond is gone and its page requests drained.
+            let _ = inner.pasids.free(pasid);
+        }
+    }
+
+    /// Takes a page request reported by the driver (PRI queue or stall event).
+    pub fn report_fault(&self, req: PageRequest) {
+        self.inner.iopf.report(req);
+    }
+
+    /// The PASID of `mm`, if it is bound to any device.
+    pub fn pasid_of(&self, pid: Pid) -> Option<Pasid> {
+        lock(&self.inner.bind_lock).by_pid.get(&pid).copied()
+    }
+
+    /// Whether `pasid` is currently allocated.
+    pub fn pasid_allocated(&self, pasid: Pasid) -> bool {
+        self.inner.pasids.is_allocated(pasid)
+    }
+
+    /// Counters of the fault path.
+    pub fn iopf_stats(&self) -> crate::IopfStats {
+        self.inner.iopf.stats()
+    }
+}
+
+impl Inner {
+    /// The address space behind `pasid` is exiting, its tables still intact: quiet every
+    /// context (valid, translating nothing, faults not reported), flush what was cached,
+    /// answer its page requests Invalid from now on, and tell the device drivers. The
+    /// PASID stays allocated until every bond is unbound.
+    fn release(&self, pasid: Pasid, asid: Asid) {
+        let (devices, top) = {
+            let mut st = lock(&self.bind_lock);
+            let Some(space) = st.spaces.get_mut(&pasid) else {
+                return;
+            };
+            space.exited = true;
+            let devices: Vec<DeviceId> = space.bonds.keys().copied().collect();
+            for &d in &devices {
+                let _ = self.driver.quiet_pasid(d, pasid);
+            }
+            let targets: Vec<(DeviceId, Pasid)> = devices.iter().map(|&d| (d, pasid)).collect();
+            let top = Va(space.mm.table_config().ia_size());
+            let _ = self.driver.invalidate(asid, Va(0), top, &targets);
+            self.iopf.remove_space(pasid);
+            (devices, top)
+        };
+        let _ = top;
+        let handlers = lock(&self.exit_handlers).clone();
+        for d in devices {
+            if let Some(h) = handlers.get(&d) {
+                h(d, pasid);
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The SVA core on the SMMUv3 driver and model: bind/unbind and PASIDs, DMA on process
+//! addresses, I/O page faults through PRI and stall served by the process's fault handler,
+//! invalidation through the notifier (with and without BTM, with ATC), and exit.
+
+use std::sync::{Arc, Mutex};
+use sva_addr::{Pasid, StreamId, Va};
+use sva_iommu::{Bond, DeviceId, Error, SvaFeatures};
+use sva_mm::{MapFlags, MmConfig, Prot};
+use sva_platform::{DmaError, Message, Platform, PlatformConfig};
+use sva_smmuv3::SmmuConfig;
+use sva_smmuv3_driver::{DeviceDesc, FaultPath, ProbeOptions};
+
+const RW: Prot = Prot::READ.union(Prot::WRITE);
+const PRI_DEV: StreamId = StreamId(0x100);
+const STALL_DEV: StreamId = StreamId(0x200);
+
+fn dev(sid: StreamId) -> DeviceId {
+    DeviceId(sid.raw())
+}
+
+fn platform(btm: bool) -> Platform {
+    Platform::new(PlatformConfig {
+        smmu: SmmuConfig {
+            btm,
+            ..SmmuConfig::default()
+        },
+        probe: ProbeOptions {
+            btm,
+            ..ProbeOptions::default()
+        },
+        irq_thread: true,
+        ..PlatformConfig::default()
+    })
+    .unwrap()
+}
+
+const PRI: DeviceDesc = DeviceDesc {
+    fault_path: FaultPath::Pri,
+    ats: true,
+};
+const STALL: DeviceDesc = DeviceDesc {
+    fault_path: FaultPath::Stall,
+    ats: false,
+};
+const IOPF: SvaFeatures = SvaFeatures {
+    iopf: true,
+    max_pasid: None,
+};
+
+/// Retries a PRI device's DMA the way a PCIe function does: ATS first; on "no access" a
+/// page request, wait for the response, then retry.
+fn pri_dma_write(
+    ep: &sva_platform::TestEndpoint,
+    pasid: Pasid,
+    va: Va,
+    data: &[u8],
+) -> Result<(), String> {
+    for group in 0..4u16 {
+        match ep.ats(Some(pasid), va.raw(), true) {
+            sva_smmuv3::AtsCompletion::Success { write: true, .. } => {
+                return ep
+                    .dma_write(Some(pasid), va.raw(), data)
+                    .map_err(|e| e.to_string());
+            }
+            sva_smmuv3::AtsCompletion::Success { .. } | sva_smmuv3::AtsCompletion::NoAccess => {
+                ep.page_request(Some(pasid), va.raw(), group, true, true);
+                let resp = wait_response(ep, group);
+                if resp != sva_smmuv3::PriResponse::Success {
+                    return Err(format!("page request answered {resp:?}"));
+                }
+            }
+            other => return Err(format!("ATS: {other:?}")),
+        }
+    }
+    Err("no progress".into())
+}
+
+fn wait_response(ep: &sva_platform::TestEndpoint, group: u16) -> sva_smmuv3::PriResponse {
+    let mut seen = Vec::new();
+    for _ in 0..2000 {
+        for m in ep.take_messages() {
+            match m {
+                Message::PriResponse {
+                    prg_index,
+                    response,
+                    ..
+                } if prg_index == group => return response,
+                other => seen.push(other),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("no response to group {group}; saw {seen:?}");
+}
+
+#[test]
+fn one_pasid_per_address_space_and_refcounted_bonds() {
+    let p = platform(true);
+    let sva = p.sva.clone().unwrap();
+    let _a = p.device(PRI_DEV, PRI);
+    let _b = p.device(STALL_DEV, STALL);
+    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let mm = p.system.spawn().unwrap();
+    let other = p.system.spawn().unwrap();
+    let b1 = sva.bind(dev(PRI_DEV), &mm).unwrap();
+    let b2 = sva.bind(dev(STALL_DEV), &mm).unwrap();
+    assert_eq!(b1.pasid, b2.pasid, "one mm, one PASID on every device");
+    assert_eq!(b1.pasid, Pasid(1), "SSID 0 is not a PASID on SMMUv3");
+    let again = sva.bind(dev(PRI_DEV), &mm).unwrap();
+    assert_eq!(again, b1);
+    let o = sva.bind(dev(PRI_DEV), &other).unwrap();
+    assert_ne!(o.pasid, b1.pasid);
+    // Two references on (PRI_DEV, mm): the first unbind keeps the context.
+    sva.unbind(again).unwrap();
+    assert!(sva.pasid_allocated(b1.pasid));
+    sva.unbind(b1).unwrap();
+    assert!(
+        sva.pasid_allocated(b1.pasid),
+        "still bound to the stall device"
+    );
+    assert!(matches!(
+        sva.disable_device(dev(STALL_DEV)),
+        Err(Error::DeviceBusy(_))
+    ));
+    sva.unbind(b2).unwrap();
+    assert!(!sva.pasid_allocated(b1.pasid));
+    assert!(matches!(sva.unbind(b2), Err(Error::NotBound(_))));
+    sva.disable_device(dev(STALL_DEV)).unwrap();
+    sva.unbind(o).unwrap();
+}
+
+#[test]
+fn enablement_and_bind_errors_are_specific() {
+    let p = Platform::new(PlatformConfig {
+        smmu: SmmuConfig {
+            pri: false,
+            ..SmmuConfig::default()
+        },
+        ..PlatformConfig::default()
+    })
+    .unwrap();
+    let sva = p.sva.clone().unwrap();
+    let mm = p.system.spawn().unwrap();
+    let _d = p.device(PRI_DEV, PRI);
+    assert!(matches!(
+        sva.bind(dev(PRI_DEV), &mm),
+        Err(Error::NotEnabled(_))
+    ));
+    assert!(matches!(
+        sva.enable_device(dev(PRI_DEV), IOPF),
+        Err(Error::FeatureMissing { .. })
+    ));
+    assert!(matches!(
+        sva.enable_device(DeviceId(0x999), SvaFeatures::default()),
+        Err(Error::Driver(_))
+    ));
+    // Without I/O page faults the device may still bind (pinned or pre-faulted memory).
+    sva.enable_device(
+        dev(PRI_DEV),
+        SvaFeatures {
+            iopf: false,
+            max_pasid: Some(Pasid(3)),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        sva.enable_device(dev(PRI_DEV), SvaFeatures::default()),
+        Err(Error::AlreadyEnabled(_))
+    ));
+    // Three address spaces take PASIDs 1..3; a fourth is above this device's maximum.
+    let mms: Vec<_> = (0..3).map(|_| p.system.spawn().unwrap()).collect();
+    let bonds: Vec<Bond> = mms
+        .iter()
+        .map(|m| sva.bind(dev(PRI_DEV), m).unwrap())
+        .collect();
+    assert_eq!(
+        bonds.iter().map(|b| b.pasid.raw()).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(matches!(
+        sva.bind(dev(PRI_DEV), &mm),
+        Err(Error::PasidsExhausted { .. })
+    ));
+    // An mm already holding a PASID above a narrow device's max is refused (EOVERFLOW).
+    let _s = p.device(STALL_DEV, STALL);
+    sva.enable_device(
+        dev(STALL_DEV),
+        SvaFeatures {
+            iopf: true,
+            max_pasid: Some(Pasid(2)),
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        sva.bind(dev(STALL_DEV), &mms[2]),
+        Err(Error::PasidAboveDeviceMax {
+            pasid: Pasid(3),
+            max: Pasid(2)
+        })
+    ));
+    // Exited processes cannot be bound.
+    let gone = p.system.spawn().unwrap();
+    p.system.exit(gone.pid()).unwrap();
+    assert!(matches!(
+        sva.bind(dev(STALL_DEV), &gone),
+        Err(Error::Exited(_))
+    ));
+}
+
+#[test]
+fn incompatible_address_space_is_refused() {
+    let p = Platform::new(PlatformConfig {
+        mm: MmConfig {
+            granule: sva_vmsa::Granule::Size16K,
+            ia_bits: 47,
+            ..MmConfig::default()
+        },
+        smmu: SmmuConfig {
+            granules: sva_smmuv3::Granules {
+                g4k: true,
+                g16k: false,
+                g64k: true,
+            },
+            ..SmmuConfig::default()
+        },
+        ..PlatformConfig::default()
+    })
+    .unwrap();
+    let sva = p.sva.clone().unwrap();
+    let _d = p.device(STALL_DEV, STALL);
+    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let mm = p.system.spawn().unwrap();
+    assert!(matches!(
+        sva.bind(dev(STALL_DEV), &mm),
+        Err(Error::IncompatibleAddressSpace {
+            granule: 16384,
+            ia_bits: 47
+        })
+    ));
+}
+
+#[test]
+fn untouched_buffers_fault_in_through_pri_and_stall() {
+    let p = platform(true);
+    let sva = p.sva.clone().unwrap();
+    let pri = p.device(PRI_DEV, PRI);
+    let stall = p.device(STALL_DEV, STALL);
+    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let mm = p.system.spawn().unwrap();
+    let buf = mm
+        .mmap(None, 64 << 10, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
+        .unwrap();
+    let b1 = sva.bind(dev(PRI_DEV), &mm).unwrap();
+    let b2 = sva.bind(dev(STALL_DEV), &mm).unwrap();
+    pri_dma_write(&pri, b1.pasid, buf, b"via PRI").unwrap();
+    stall
+        .dma_write(Some(b2.pasid), (buf + 0x8000).raw(), b"via stall")
+        .unwrap();
+    let mut b = [0u8; 9];
+    mm.read(buf, &mut b[..7]).unwrap();
+    assert_eq!(&b[..7], b"via PRI");
+    mm.read(buf + 0x8000, &mut b).unwrap();
+    assert_eq!(&b, b"via stall");
+    let s = sva.iopf_stats();
+    assert!(s.success >= 2 && s.invalid == 0, "{s:?}");
+    // A write to a read-only mapping is refused: Invalid for PRI, abort for the stall.
+    let ro = mm
+        .mmap(
+            None,
+            4096,
+            Prot::READ,
+            MapFlags::PRIVATE | MapFlags::POPULATE,
+        )
+        .unwrap();
+    assert!(
+        pri_dma_write(&pri, b1.pasid, ro, b"x")
+            .unwrap_err()
+            .contains("Invalid")
+    );
+    assert!(matches!(
+        stall.dma_write(Some(b2.pasid), ro.raw(), b"x"),
+        Err(DmaError::Terminated { .. })
+    ));
+    let mut r = [1u8];
+    mm.read(ro, &mut r).unwrap();
+    assert_eq!(r, [0], "a refused write reached memory");
+}
+
+#[test]
+fn cpu_unmap_invalidates_iotlb_and_atc_without_btm() {
+    let p = platform(false);
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(PRI_DEV, PRI);
+    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    let mm = p.system.spawn().unwrap();
+    let va = mm
+        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
+        .unwrap();
+    let bond = sva.bind(dev(PRI_DEV), &mm).unwrap();
+    ep.dma_read(Some(bond.pasid), va.raw(), 4).unwrap(); // IOTLB filled
+    let _ = ep.take_messages();
+    mm.munmap(va, 4096).unwrap();
+    // The notifier made the driver invalidate the IOTLB (no BTM) and the device's ATC.
+    assert!(matches!(
+        ep.dma_read(Some(bond.pasid), va.raw(), 4),
+        Err(DmaError::Aborted { .. })
+    ));
+    let msgs = ep.take_messages();
+    assert!(
+        msgs.iter().any(
+            |m| matches!(m, Message::AtcInvalidate { ssid: Some(s), addr, size }
+            if *s == bond.pasid && *addr <= va.raw() && addr + size >= va.raw() + 4096)
+        ),
+        "{msgs:?}"
+    );
+    assert!(p.driver.stats().commands.keys().any(
+        |op| format!("{op:?}").contains("TlbiNhVa") || format!("{op:?}").contains("TlbiNhAsid")
+    ));
+}
+
+#[test]
+fn exit_quiets_the_context_and_the_pasid_waits_for_unbind() {
+    let p = platform(true);
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(STALL_DEV, STALL);
+    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let exited: Arc<Mutex<Vec<(DeviceId, Pasid)>>> = Arc::default();
+    let log = exited.clone();
+    sva.set_exit_handler(
+        dev(STALL_DEV),
+        Arc::new(move |d, pasid| log.lock().unwrap().push((d, pasid))),
+    );
+    let mm = p.system.spawn().unwrap();
+    let va = mm
+        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
+        .unwrap();
+    let bond = sva.bind(dev(STALL_DEV), &mm).unwrap();
+    ep.dma_read(Some(bond.pasid), va.raw(), 4).unwrap();
+    p.system.exit(mm.pid()).unwrap();
+    assert_eq!(*exited.lock().unwrap(), [(dev(STALL_DEV), bond.pasid)]);
+    // The context is quiet: DMA is aborted, nothing stalls, memory is not reachable.
+    assert!(matches!(
+        ep.dma_read(Some(bond.pasid), va.raw(), 4),
+        Err(DmaError::Aborted { .. })
+    ));
+    // The PASID is not reused while the bond exists.
+    let next = p.system.spawn().unwrap();
+    let b2 = sva.bind(dev(STALL_DEV), &next).unwrap();
+    assert_ne!(b2.pasid, bond.pasid);
+    sva.unbind(bond).unwrap();
+    assert!(!sva.pasid_allocated(bond.pasid));
+    let third = p.system.spawn().unwrap();
+    assert_eq!(
+        sva.bind(dev(STALL_DEV), &third).unwrap().pasid,
+        bond.pasid,
+        "freed PASID is reused"
+    );
+}
