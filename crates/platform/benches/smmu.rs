@@ -113,7 +113,6 @@ fn benches(c: &mut Criterion) {
         for i in 0..others {
             translate(&p, 2, i);
         }
-        let before = p.smmu.stats();
         g.bench_function(name, |b| {
             b.iter(|| {
                 for i in 0..16 {
@@ -123,6 +122,7 @@ fn benches(c: &mut Criterion) {
             });
         });
         // The unrelated entries were never touched by the invalidations.
+        let before = p.smmu.stats();
         for i in (0..others).step_by(997) {
             translate(&p, 2, i);
         }

@@ -112,6 +112,8 @@ pub(crate) struct ConfigCache {
     fifo: VecDeque<(Key, u64)>,
     pub hits: u64,
     pub misses: u64,
+    /// Bumped whenever an entry leaves the cache (the micro-TLB's validity check).
+    pub generation: u64,
 }
 
 impl ConfigCache {
@@ -124,6 +126,7 @@ impl ConfigCache {
             fifo: VecDeque::new(),
             hits: 0,
             misses: 0,
+            generation: 0,
         }
     }
 
@@ -133,6 +136,7 @@ impl ConfigCache {
 
     fn make_room(&mut self) {
         while self.len() >= self.capacity {
+            self.generation += 1;
             let Some((key, seq)) = self.fifo.pop_front() else {
                 return;
             };
@@ -175,6 +179,7 @@ impl ConfigCache {
 
     /// CMD_CFGI_STE / STE_RANGE: STEs of `[first, last]` and the CDs fetched through them.
     pub fn invalidate_sids(&mut self, first: u32, last: u32) {
+        self.generation += 1;
         let stes: Vec<u32> = self.ste.range(first..=last).map(|(&k, _)| k).collect();
         for k in stes {
             self.ste.remove(&k);
@@ -191,11 +196,13 @@ impl ConfigCache {
 
     /// CMD_CFGI_CD.
     pub fn invalidate_cd(&mut self, sid: u32, idx: u32) {
+        self.generation += 1;
         self.cd.remove(&(sid, idx));
     }
 
     /// CMD_CFGI_CD_ALL.
     pub fn invalidate_cds(&mut self, sid: u32) {
+        self.generation += 1;
         let cds: Vec<(u32, u32)> = self
             .cd
             .range((sid, 0)..=(sid, u32::MAX))
@@ -208,6 +215,7 @@ impl ConfigCache {
 
     /// CMD_CFGI_ALL.
     pub fn invalidate_all(&mut self) {
+        self.generation += 1;
         self.ste.clear();
         self.cd.clear();
         self.fifo.clear();

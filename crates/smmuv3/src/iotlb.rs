@@ -7,6 +7,7 @@
 //! (base, size) to slot, so invalidation by ASID drops one map, and invalidation by address
 //! range is a range query in the maps concerned.
 
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 
 use sva_vmsa::Permissions;
@@ -42,7 +43,10 @@ pub(crate) struct Iotlb {
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     hand: usize,
+    /// Ordered per-tag index, for ASID and range invalidation.
     index: BTreeMap<Tag, BTreeMap<(u64, u8), usize>>,
+    /// Flat hash index for the lookup on every transaction.
+    lookup: FxHashMap<(Tag, u64, u8), usize>,
     /// Largest leaf size held (log2), bounding range queries.
     max_log2: u8,
     pub hits: u64,
@@ -50,6 +54,8 @@ pub(crate) struct Iotlb {
     pub inserts: u64,
     pub evictions: u64,
     pub invalidations: u64,
+    /// Bumped whenever an entry leaves the IOTLB (the micro-TLB's validity check).
+    pub generation: u64,
 }
 
 fn mask(size_log2: u8) -> u64 {
@@ -69,12 +75,14 @@ impl Iotlb {
             free: (0..capacity).rev().collect(),
             hand: 0,
             index: BTreeMap::new(),
+            lookup: FxHashMap::default(),
             max_log2: 12,
             hits: 0,
             misses: 0,
             inserts: 0,
             evictions: 0,
             invalidations: 0,
+            generation: 0,
         }
     }
 
@@ -86,11 +94,8 @@ impl Iotlb {
     /// Looks `va` up for ASID `asid` (and global entries) at the leaf sizes in `sizes`.
     pub fn lookup(&mut self, vmid: u16, asid: u16, va: u64, sizes: &[u8]) -> Option<TlbEntry> {
         for tag in [(vmid, Some(asid)), (vmid, None)] {
-            let Some(map) = self.index.get(&tag) else {
-                continue;
-            };
             for &s in sizes {
-                if let Some(&slot) = map.get(&(va & !mask(s), s))
+                if let Some(&slot) = self.lookup.get(&(tag, va & !mask(s), s))
                     && let Some(Some(e)) = self.slots.get_mut(slot)
                 {
                     e.referenced = true;
@@ -110,7 +115,7 @@ impl Iotlb {
         let key = (base, entry.size_log2);
         self.inserts += 1;
         self.max_log2 = self.max_log2.max(entry.size_log2);
-        if let Some(&slot) = self.index.get(&tag).and_then(|m| m.get(&key))
+        if let Some(&slot) = self.lookup.get(&(tag, base, entry.size_log2))
             && let Some(Some(s)) = self.slots.get_mut(slot)
         {
             s.entry = entry;
@@ -129,6 +134,7 @@ impl Iotlb {
                 referenced: false,
             });
             self.index.entry(tag).or_default().insert(key, slot);
+            self.lookup.insert((tag, base, key.1), slot);
         }
     }
 
@@ -159,6 +165,8 @@ impl Iotlb {
         let Some(s) = self.slots.get_mut(i).and_then(Option::take) else {
             return;
         };
+        self.generation += 1;
+        self.lookup.remove(&(s.tag, s.base, s.entry.size_log2));
         if let Some(map) = self.index.get_mut(&s.tag) {
             map.remove(&(s.base, s.entry.size_log2));
             if map.is_empty() {
@@ -179,10 +187,12 @@ impl Iotlb {
 
     /// Everything (CMD_TLBI_NSNH_ALL, CMD_TLBI_NH_ALL without stage 2).
     pub fn invalidate_all(&mut self) {
+        self.generation += 1;
         self.invalidations += self.len() as u64;
         self.slots.iter_mut().for_each(|s| *s = None);
         self.free = (0..self.capacity).rev().collect();
         self.index.clear();
+        self.lookup.clear();
         self.hand = 0;
     }
 

@@ -108,6 +108,7 @@ mod regs;
 mod stall;
 mod stats;
 mod translate;
+mod utlb;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -390,6 +391,7 @@ pub(crate) struct State {
     pub(crate) regs: regs::Regs,
     pub(crate) cfg_cache: config::ConfigCache,
     pub(crate) iotlb: iotlb::Iotlb,
+    pub(crate) utlb: utlb::MicroTlb,
     pub(crate) stalls: stall::StallTable,
     pub(crate) stats: stats::Counters,
     /// Stall event records waiting for room in the Event queue (§7.4).
@@ -454,6 +456,7 @@ impl Smmu {
             regs: regs::Regs::reset(&config),
             cfg_cache: config::ConfigCache::new(config.config_cache_entries),
             iotlb: iotlb::Iotlb::new(config.iotlb_entries),
+            utlb: utlb::MicroTlb::default(),
             stalls: stall::StallTable::new(stall::STALL_MAX),
             stats: stats::Counters::default(),
             stall_records: std::collections::VecDeque::new(),

@@ -22,6 +22,15 @@ pub(crate) enum Ctx {
     Stage1 { s1: S1Stream, cd: CtxDesc },
 }
 
+/// The micro-TLB key of a transaction.
+fn utlb_key(txn: &Transaction) -> crate::utlb::Key {
+    (
+        txn.sid.0,
+        txn.ssid.map_or(u32::MAX, |p| p.0),
+        txn.addr >> 12,
+    )
+}
+
 /// VMID of every IOTLB entry while stage 2 is not modelled.
 pub(crate) const NO_VMID: u16 = 0;
 
@@ -30,7 +39,29 @@ impl Smmu {
     pub fn translate(&self, txn: &Transaction) -> TranslateOutcome {
         let mut st = self.lock();
         st.stats.transactions += 1;
+        if !txn.translated && st.regs.cr0().smmuen() {
+            let gens = (st.cfg_cache.generation, st.iotlb.generation);
+            if let Some(e) = st.utlb.lookup(&utlb_key(txn), gens)
+                && e.perms.allows(Access::new(txn.access, txn.privileged))
+            {
+                // Served by the micro-TLB: an IOTLB hit as far as anyone can observe.
+                st.iotlb.hits += 1;
+                drop(st);
+                return TranslateOutcome::Translated {
+                    pa: Pa(e.pa_page + (txn.addr & 0xfff)),
+                    size: e.size,
+                    perms: e.perms,
+                };
+            }
+        }
         let out = self.translate_locked(&mut st, txn);
+        if let TranslateOutcome::Translated { pa, size, perms } = out
+            && !txn.translated
+        {
+            let gens = (st.cfg_cache.generation, st.iotlb.generation);
+            st.utlb
+                .insert(utlb_key(txn), pa.raw() & !0xfff, size, perms, gens);
+        }
         self.unlock_and_deliver(st);
         out
     }
