@@ -6,8 +6,6 @@
 //! responses, stall resolutions) are delivered with the state lock released, before the next
 //! command runs, so a later CMD_SYNC completes only after them.
 
-use std::sync::MutexGuard;
-
 use sva_smmuv3_spec::command::{Command, ResumeAction, SyncCs, TlbiGranule, TlbiRange};
 use sva_smmuv3_spec::control::Gerror;
 use sva_smmuv3_spec::mmio::IrqLine;
@@ -23,7 +21,7 @@ const INDEX_MASK: u32 = 0x000F_FFFF;
 const BATCH: usize = 256;
 
 /// Consumes commands until the queue is empty, disabled or stopped by an error.
-pub(crate) fn run<'a>(smmu: &'a Smmu, mut st: MutexGuard<'a, State>) {
+pub(crate) fn run<'a>(smmu: &'a Smmu, mut st: crate::StateGuard<'a>) {
     if st.cmdq_busy {
         smmu.unlock_and_deliver(st);
         return;

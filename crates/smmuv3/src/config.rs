@@ -3,6 +3,8 @@
 //! CMD_CFGI_* (or eviction) — a driver that forgets the invalidation sees stale config.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sva_physmem::PhysMemory;
 use sva_smmuv3_spec::cd::{Cd, L1Cd};
@@ -113,11 +115,11 @@ pub(crate) struct ConfigCache {
     pub hits: u64,
     pub misses: u64,
     /// Bumped whenever an entry leaves the cache (the micro-TLB's validity check).
-    pub generation: u64,
+    generation: Arc<AtomicU64>,
 }
 
 impl ConfigCache {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, generation: Arc<AtomicU64>) -> Self {
         Self {
             capacity: capacity.max(1),
             seq: 0,
@@ -126,7 +128,7 @@ impl ConfigCache {
             fifo: VecDeque::new(),
             hits: 0,
             misses: 0,
-            generation: 0,
+            generation,
         }
     }
 
@@ -136,7 +138,7 @@ impl ConfigCache {
 
     fn make_room(&mut self) {
         while self.len() >= self.capacity {
-            self.generation += 1;
+            self.generation.fetch_add(1, Ordering::Release);
             let Some((key, seq)) = self.fifo.pop_front() else {
                 return;
             };
@@ -179,7 +181,7 @@ impl ConfigCache {
 
     /// CMD_CFGI_STE / STE_RANGE: STEs of `[first, last]` and the CDs fetched through them.
     pub fn invalidate_sids(&mut self, first: u32, last: u32) {
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         let stes: Vec<u32> = self.ste.range(first..=last).map(|(&k, _)| k).collect();
         for k in stes {
             self.ste.remove(&k);
@@ -196,13 +198,13 @@ impl ConfigCache {
 
     /// CMD_CFGI_CD.
     pub fn invalidate_cd(&mut self, sid: u32, idx: u32) {
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         self.cd.remove(&(sid, idx));
     }
 
     /// CMD_CFGI_CD_ALL.
     pub fn invalidate_cds(&mut self, sid: u32) {
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         let cds: Vec<(u32, u32)> = self
             .cd
             .range((sid, 0)..=(sid, u32::MAX))
@@ -215,7 +217,7 @@ impl ConfigCache {
 
     /// CMD_CFGI_ALL.
     pub fn invalidate_all(&mut self) {
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         self.ste.clear();
         self.cd.clear();
         self.fifo.clear();

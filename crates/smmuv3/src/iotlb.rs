@@ -9,6 +9,8 @@
 
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sva_vmsa::Permissions;
 
@@ -55,7 +57,7 @@ pub(crate) struct Iotlb {
     pub evictions: u64,
     pub invalidations: u64,
     /// Bumped whenever an entry leaves the IOTLB (the micro-TLB's validity check).
-    pub generation: u64,
+    generation: Arc<AtomicU64>,
 }
 
 fn mask(size_log2: u8) -> u64 {
@@ -67,7 +69,7 @@ fn mask(size_log2: u8) -> u64 {
 }
 
 impl Iotlb {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, generation: Arc<AtomicU64>) -> Self {
         let capacity = capacity.max(1);
         Self {
             capacity,
@@ -82,7 +84,7 @@ impl Iotlb {
             inserts: 0,
             evictions: 0,
             invalidations: 0,
-            generation: 0,
+            generation,
         }
     }
 
@@ -165,7 +167,7 @@ impl Iotlb {
         let Some(s) = self.slots.get_mut(i).and_then(Option::take) else {
             return;
         };
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         self.lookup.remove(&(s.tag, s.base, s.entry.size_log2));
         if let Some(map) = self.index.get_mut(&s.tag) {
             map.remove(&(s.base, s.entry.size_log2));
@@ -187,7 +189,7 @@ impl Iotlb {
 
     /// Everything (CMD_TLBI_NSNH_ALL, CMD_TLBI_NH_ALL without stage 2).
     pub fn invalidate_all(&mut self) {
-        self.generation += 1;
+        self.generation.fetch_add(1, Ordering::Release);
         self.invalidations += self.len() as u64;
         self.slots.iter_mut().for_each(|s| *s = None);
         self.free = (0..self.capacity).rev().collect();
@@ -269,7 +271,7 @@ mod tests {
 
     #[test]
     fn clock_keeps_referenced_entries() {
-        let mut t = Iotlb::new(4);
+        let mut t = Iotlb::new(4, Arc::default());
         for i in 0..4u64 {
             t.insert(0, Some(1), i << 12, entry(i << 12, 12));
         }
@@ -287,7 +289,7 @@ mod tests {
 
     #[test]
     fn global_entries_match_every_asid_and_blocks_cover_their_range() {
-        let mut t = Iotlb::new(16);
+        let mut t = Iotlb::new(16, Arc::default());
         t.insert(0, None, 0x20_0000, entry(0x4000_0000, 21));
         let hit = t
             .lookup(0, 77, 0x3F_F123, &[12, 21, 30])
@@ -303,7 +305,7 @@ mod tests {
 
     #[test]
     fn asid_invalidation_is_per_tag() {
-        let mut t = Iotlb::new(16);
+        let mut t = Iotlb::new(16, Arc::default());
         for asid in 1..=3u16 {
             for i in 0..3u64 {
                 t.insert(0, Some(asid), i << 12, entry(i << 12, 12));

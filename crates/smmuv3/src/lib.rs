@@ -391,7 +391,6 @@ pub(crate) struct State {
     pub(crate) regs: regs::Regs,
     pub(crate) cfg_cache: config::ConfigCache,
     pub(crate) iotlb: iotlb::Iotlb,
-    pub(crate) utlb: utlb::MicroTlb,
     pub(crate) stalls: stall::StallTable,
     pub(crate) stats: stats::Counters,
     /// Stall event records waiting for room in the Event queue (§7.4).
@@ -414,6 +413,8 @@ pub struct Smmu {
     /// Notifications raised by callbacks nested too deep, delivered by the outermost
     /// delivery loop (so a handler that keeps provoking interrupts cannot overflow the stack).
     deferred: Mutex<Vec<Notify>>,
+    /// The lock-free hit path.
+    utlb: utlb::MicroTlb,
 }
 
 /// Nesting limit of callback delivery on one thread.
@@ -452,11 +453,11 @@ impl Smmu {
     /// A new SMMU in its reset state, accessing tables and queues in `mem`.
     pub fn new(mem: Arc<dyn PhysMemory>, config: SmmuConfig) -> Arc<Smmu> {
         let config = config.clamped();
+        let utlb = utlb::MicroTlb::new();
         let state = State {
             regs: regs::Regs::reset(&config),
-            cfg_cache: config::ConfigCache::new(config.config_cache_entries),
-            iotlb: iotlb::Iotlb::new(config.iotlb_entries),
-            utlb: utlb::MicroTlb::default(),
+            cfg_cache: config::ConfigCache::new(config.config_cache_entries, utlb.generation()),
+            iotlb: iotlb::Iotlb::new(config.iotlb_entries, utlb.generation()),
             stalls: stall::StallTable::new(stall::STALL_MAX),
             stats: stats::Counters::default(),
             stall_records: std::collections::VecDeque::new(),
@@ -464,6 +465,7 @@ impl Smmu {
             pending: Vec::new(),
         };
         Arc::new(Smmu {
+            utlb,
             mem,
             config,
             state: Mutex::new(state),
@@ -506,14 +508,21 @@ impl Smmu {
     pub fn stats(&self) -> SmmuStats {
         let st = self.lock();
         let mut s = st.stats.snapshot(&st.iotlb, &st.cfg_cache);
+        // Micro-TLB hits are IOTLB hits as far as anyone can observe.
+        s.transactions += self.utlb.hits();
+        s.iotlb_hits += self.utlb.hits();
         s.stalled_now = st.stalls.len();
         s
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(crate) fn lock(&self) -> StateGuard<'_> {
+        StateGuard {
+            smmu: self,
+            guard: self
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        }
     }
 
     pub(crate) fn mem(&self) -> &dyn PhysMemory {
@@ -521,7 +530,7 @@ impl Smmu {
     }
 
     /// Releases `st` and delivers its pending notifications.
-    pub(crate) fn unlock_and_deliver(&self, mut st: MutexGuard<'_, State>) {
+    pub(crate) fn unlock_and_deliver(&self, mut st: StateGuard<'_>) {
         let pending = std::mem::take(&mut st.pending);
         drop(st);
         self.deliver(pending);
@@ -645,8 +654,34 @@ impl Mmio for Smmu {
     }
 }
 
+/// The locked state. Releasing it mirrors SMMUEN into the micro-TLB first, so no register
+/// read can observe a change the lock-free hit path has not seen.
+pub(crate) struct StateGuard<'a> {
+    smmu: &'a Smmu,
+    guard: MutexGuard<'a, State>,
+}
+
+impl core::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.guard
+    }
+}
+
+impl core::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.guard
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        self.smmu.utlb.set_enabled(self.guard.regs.cr0().smmuen());
+    }
+}
+
 impl Smmu {
-    fn after_write(&self, mut st: MutexGuard<'_, State>, effect: regs::WriteEffect) {
+    fn after_write(&self, mut st: StateGuard<'_>, effect: regs::WriteEffect) {
         if !st.stall_records.is_empty() {
             // Room may have been made (EVENTQ_CONS) or the queue enabled (CR0).
             eventq::flush_stall_records(self, &mut st);

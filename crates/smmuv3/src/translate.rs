@@ -37,30 +37,26 @@ pub(crate) const NO_VMID: u16 = 0;
 impl Smmu {
     /// Translates a device transaction.
     pub fn translate(&self, txn: &Transaction) -> TranslateOutcome {
+        let key = utlb_key(txn);
+        if !txn.translated
+            && let Some(e) = self.utlb.lookup(&key)
+            && e.perms.allows(Access::new(txn.access, txn.privileged))
+        {
+            return TranslateOutcome::Translated {
+                pa: Pa(e.pa_page + (txn.addr & 0xfff)),
+                size: e.size,
+                perms: e.perms,
+            };
+        }
         let mut st = self.lock();
         st.stats.transactions += 1;
-        if !txn.translated && st.regs.cr0().smmuen() {
-            let gens = (st.cfg_cache.generation, st.iotlb.generation);
-            if let Some(e) = st.utlb.lookup(&utlb_key(txn), gens)
-                && e.perms.allows(Access::new(txn.access, txn.privileged))
-            {
-                // Served by the micro-TLB: an IOTLB hit as far as anyone can observe.
-                st.iotlb.hits += 1;
-                drop(st);
-                return TranslateOutcome::Translated {
-                    pa: Pa(e.pa_page + (txn.addr & 0xfff)),
-                    size: e.size,
-                    perms: e.perms,
-                };
-            }
-        }
         let out = self.translate_locked(&mut st, txn);
         if let TranslateOutcome::Translated { pa, size, perms } = out
             && !txn.translated
         {
-            let gens = (st.cfg_cache.generation, st.iotlb.generation);
-            st.utlb
-                .insert(utlb_key(txn), pa.raw() & !0xfff, size, perms, gens);
+            // Under the state lock: no invalidation can come between the walk and this.
+            self.utlb
+                .insert(key, pa.raw() & !0xfff, size, perms, self.utlb.current());
         }
         self.unlock_and_deliver(st);
         out

@@ -1,18 +1,26 @@
-//! The micro-TLB: a small cache in front of the configuration cache and the IOTLB, keyed by
-//! (StreamID, SubstreamID, 4 KiB page), like the per-TBU micro-TLBs of real SMMUs. It is
-//! architecturally invisible: every entry records the generations of the IOTLB and of the
-//! configuration cache it was derived from, and any removal from either makes all entries
-//! stale. So it never answers differently from the full path; it only answers faster.
+//! The micro-TLB: a small direct-mapped cache in front of the configuration cache and the
+//! IOTLB, keyed by (StreamID, SubstreamID, 4 KiB page), like the per-TBU micro-TLBs of real
+//! SMMUs. A hit takes no lock: each slot is a sequence lock over atomic words, written only
+//! under the model's state lock.
+//!
+//! It is architecturally invisible. Every entry records the generation it was made in; the
+//! IOTLB and the configuration cache bump the shared generation *as* they drop anything
+//! (before a later CMD_SYNC can complete), so an entry is never used after an invalidation
+//! that could have concerned it. SMMUEN is mirrored whenever the state lock is released,
+//! before any register read can observe the change.
 
-use rustc_hash::FxHashMap;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex};
 use sva_vmsa::Permissions;
 
-/// Entries held before the micro-TLB is emptied and refilled.
-const CAPACITY: usize = 256;
+/// Slots (direct-mapped).
+const SLOTS: usize = 256;
 
 /// (StreamID, SubstreamID or `u32::MAX` for none, page number of the input address).
 pub(crate) type Key = (u32, u32, u64);
 
+/// A translation served by the micro-TLB.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
     /// Output address of the 4 KiB page.
@@ -20,41 +28,183 @@ pub(crate) struct Entry {
     /// Size of the leaf the translation came from.
     pub size: u64,
     pub perms: Permissions,
-    gens: (u64, u64),
 }
 
 #[derive(Debug, Default)]
+struct Slot {
+    /// Odd while being written.
+    seq: AtomicU64,
+    sid_ssid: AtomicU64,
+    page: AtomicU64,
+    pa_page: AtomicU64,
+    /// bit 63 valid, bits [12:8] permissions, bits [5:0] log2 of the leaf size.
+    meta: AtomicU64,
+    generation: AtomicU64,
+}
+
+#[derive(Debug)]
 pub(crate) struct MicroTlb {
-    map: FxHashMap<Key, Entry>,
+    id: u64,
+    slots: Box<[Slot]>,
+    generation: Arc<AtomicU64>,
+    enabled: AtomicBool,
+    /// Hit counters, one per thread that hit: each has a single writer, so counting needs
+    /// no read-modify-write on the hit path and stays exact.
+    hit_counters: Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+/// Identifies micro-TLBs for the per-thread counter cache.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's hit counters, by micro-TLB id (usually one entry).
+    static HIT_COUNTERS: RefCell<Vec<(u64, Arc<AtomicU64>)>> = const { RefCell::new(Vec::new()) };
+}
+
+const VALID: u64 = 1 << 63;
+
+fn pack(perms: Permissions) -> u64 {
+    [
+        perms.read,
+        perms.write,
+        perms.user,
+        perms.user_exec,
+        perms.priv_exec,
+    ]
+    .iter()
+    .enumerate()
+    .fold(0, |acc, (i, &b)| acc | (u64::from(b) << (8 + i)))
+}
+
+fn unpack(meta: u64) -> Permissions {
+    let bit = |i: u32| meta & (1 << (8 + i)) != 0;
+    Permissions {
+        read: bit(0),
+        write: bit(1),
+        user: bit(2),
+        user_exec: bit(3),
+        priv_exec: bit(4),
+    }
+}
+
+fn slot_of(key: &Key) -> usize {
+    // Fibonacci hashing of the page and the stream/substream.
+    let h = (key.2 ^ (u64::from(key.0) << 40) ^ (u64::from(key.1) << 20))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 56) as usize % SLOTS
 }
 
 impl MicroTlb {
-    /// The entry for `key` if it is still current for the (config cache, IOTLB)
-    /// generations `gens`.
-    pub fn lookup(&self, key: &Key, gens: (u64, u64)) -> Option<Entry> {
-        self.map.get(key).filter(|e| e.gens == gens).copied()
+    pub fn new() -> Self {
+        Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            generation: Arc::new(AtomicU64::new(0)),
+            enabled: AtomicBool::new(false),
+            hit_counters: Mutex::new(Vec::new()),
+        }
     }
 
-    pub fn insert(
-        &mut self,
-        key: Key,
-        pa_page: u64,
-        size: u64,
-        perms: Permissions,
-        gens: (u64, u64),
-    ) {
-        if self.map.len() >= CAPACITY {
-            self.map.clear();
+    /// The generation counter the IOTLB and the configuration cache bump.
+    pub fn generation(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
+    }
+
+    /// Mirrors SMMU_CR0.SMMUEN (called with the state lock held, before it is released).
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Release);
+    }
+
+    /// Hits served so far, by every thread.
+    pub fn hits(&self) -> u64 {
+        self.hit_counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Counts one hit on this thread's counter (registering it on first use).
+    fn count_hit(&self) {
+        HIT_COUNTERS.with(|c| {
+            let mut c = c.borrow_mut();
+            let i = match c.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    // Forget counters of micro-TLBs that no longer exist.
+                    c.retain(|(_, counter)| Arc::strong_count(counter) > 1);
+                    let counter = Arc::new(AtomicU64::new(0));
+                    self.hit_counters
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(counter.clone());
+                    c.push((self.id, counter));
+                    c.len() - 1
+                }
+            };
+            let counter = &c[i].1;
+            // The only writer of this counter: a plain load and store are exact.
+            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        });
+    }
+
+    /// The current translation for `key`, without taking any lock.
+    pub fn lookup(&self, key: &Key) -> Option<Entry> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
         }
-        self.map.insert(
-            key,
-            Entry {
-                pa_page,
-                size,
-                perms,
-                gens,
-            },
+        let s = &self.slots[slot_of(key)];
+        let v1 = s.seq.load(Ordering::Acquire);
+        if v1 & 1 != 0 {
+            return None;
+        }
+        let sid_ssid = s.sid_ssid.load(Ordering::Relaxed);
+        let page = s.page.load(Ordering::Relaxed);
+        let pa_page = s.pa_page.load(Ordering::Relaxed);
+        let meta = s.meta.load(Ordering::Relaxed);
+        let generation = s.generation.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if s.seq.load(Ordering::Relaxed) != v1 {
+            return None;
+        }
+        let current = meta & VALID != 0
+            && sid_ssid == (u64::from(key.0) << 32 | u64::from(key.1))
+            && page == key.2
+            && generation == self.generation.load(Ordering::Acquire);
+        if !current {
+            return None;
+        }
+        self.count_hit();
+        Some(Entry {
+            pa_page,
+            size: 1 << (meta & 0x3f),
+            perms: unpack(meta),
+        })
+    }
+
+    /// Caches a translation made in generation `generation`. Only called with the state
+    /// lock held, so there is one writer at a time.
+    pub fn insert(&self, key: Key, pa_page: u64, size: u64, perms: Permissions, generation: u64) {
+        let s = &self.slots[slot_of(&key)];
+        let v = s.seq.load(Ordering::Relaxed);
+        s.seq.store(v.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        s.sid_ssid
+            .store(u64::from(key.0) << 32 | u64::from(key.1), Ordering::Relaxed);
+        s.page.store(key.2, Ordering::Relaxed);
+        s.pa_page.store(pa_page, Ordering::Relaxed);
+        s.meta.store(
+            VALID | pack(perms) | u64::from(size.trailing_zeros()),
+            Ordering::Relaxed,
         );
+        s.generation.store(generation, Ordering::Relaxed);
+        s.seq.store(v.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The generation now (under the state lock).
+    pub fn current(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -68,32 +218,80 @@ mod tests {
             write: false,
             user: true,
             user_exec: false,
-            priv_exec: false,
+            priv_exec: true,
         }
     }
 
     #[test]
-    fn entries_die_with_either_generation() {
-        let mut u = MicroTlb::default();
-        u.insert((1, 2, 3), 0x5000, 4096, perms(), (7, 9));
-        assert_eq!(
-            u.lookup(&(1, 2, 3), (7, 9)).map(|e| e.pa_page),
-            Some(0x5000)
-        );
-        assert!(
-            u.lookup(&(1, 2, 3), (8, 9)).is_none(),
-            "config cache changed"
-        );
-        assert!(u.lookup(&(1, 2, 3), (7, 10)).is_none(), "IOTLB changed");
-        assert!(u.lookup(&(1, 3, 3), (7, 9)).is_none(), "other SSID");
+    fn entries_die_with_the_generation_and_when_disabled() {
+        let u = MicroTlb::new();
+        u.set_enabled(true);
+        u.insert((1, 2, 3), 0x5000, 1 << 21, perms(), u.current());
+        let e = u.lookup(&(1, 2, 3)).unwrap();
+        assert_eq!((e.pa_page, e.size, e.perms), (0x5000, 1 << 21, perms()));
+        assert!(u.lookup(&(1, 3, 3)).is_none(), "other SSID");
+        assert!(u.lookup(&(1, 2, 4)).is_none(), "other page");
+        u.set_enabled(false);
+        assert!(u.lookup(&(1, 2, 3)).is_none(), "SMMUEN = 0");
+        u.set_enabled(true);
+        u.generation().fetch_add(1, Ordering::Release);
+        assert!(u.lookup(&(1, 2, 3)).is_none(), "an invalidation happened");
+        assert_eq!(u.hits(), 1);
     }
 
     #[test]
-    fn bounded() {
-        let mut u = MicroTlb::default();
-        for i in 0..10 * CAPACITY as u64 {
-            u.insert((0, 0, i), i << 12, 4096, perms(), (0, 0));
+    fn hits_are_counted_exactly_across_threads_and_instances() {
+        let a = Arc::new(MicroTlb::new());
+        let b = Arc::new(MicroTlb::new());
+        for u in [&a, &b] {
+            u.set_enabled(true);
+            u.insert((1, 1, 1), 0x1000, 4096, perms(), u.current());
         }
-        assert!(u.map.len() <= CAPACITY);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (a, b) = (a.clone(), b.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        a.lookup(&(1, 1, 1)).unwrap();
+                        b.lookup(&(1, 1, 1)).unwrap();
+                        b.lookup(&(1, 1, 1)).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(a.hits(), 4000);
+        assert_eq!(b.hits(), 8000);
+        // One counter per thread and instance, however often the thread switches.
+        assert_eq!(a.hit_counters.lock().unwrap().len(), 4);
+        assert_eq!(b.hit_counters.lock().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn concurrent_readers_never_see_a_torn_entry() {
+        let u = Arc::new(MicroTlb::new());
+        u.set_enabled(true);
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let u = u.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..200_000 {
+                        if let Some(e) = u.lookup(&(7, 7, 7)) {
+                            // Writers always pair pa_page = size so a torn read shows.
+                            assert_eq!(e.pa_page, e.size);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for i in 0..100_000u64 {
+            let size = 1 << (12 + i % 20);
+            u.insert((7, 7, 7), size, size, perms(), u.current());
+        }
+        for r in readers {
+            r.join().unwrap();
+        }
     }
 }
