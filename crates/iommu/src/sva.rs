@@ -297,6 +297,7 @@ impl Sva {
         let space = st
             .spaces
             .get_mut(&bond.pasid)
+            .filter(|s| s.mm.pid() == bond.pid)
             .ok_or(Error::NotBound(bond))?;
         let refs = space
             .bonds

@@ -358,3 +358,188 @@ fn exit_quiets_the_context_and_the_pasid_waits_for_unbind() {
         "freed PASID is reused"
     );
 }
+
+#[test]
+fn munmap_while_bound_leaves_nothing_stale_and_the_frame_is_reused() {
+    let p = platform(true);
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(PRI_DEV, PRI);
+    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    let mm = p.system.spawn().unwrap();
+    let va = mm
+        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
+        .unwrap();
+    mm.write(va, b"old data").unwrap();
+    let bond = sva.bind(dev(PRI_DEV), &mm).unwrap();
+    let old = ep
+        .transact(
+            Some(bond.pasid),
+            va.raw(),
+            sva_vmsa::AccessKind::Read,
+            false,
+        )
+        .unwrap();
+    assert!(matches!(
+        ep.ats(Some(bond.pasid), va.raw(), false),
+        sva_smmuv3::AtsCompletion::Success { .. }
+    ));
+    let _ = ep.take_messages();
+    mm.munmap(va, 4096).unwrap();
+    // The device was told to drop its ATC entry, and the SMMU no longer translates.
+    assert!(
+        ep.take_messages()
+            .iter()
+            .any(|m| matches!(m, Message::AtcInvalidate { .. }))
+    );
+    assert!(matches!(
+        ep.ats(Some(bond.pasid), va.raw(), false),
+        sva_smmuv3::AtsCompletion::NoAccess
+    ));
+    assert!(ep.dma_read(Some(bond.pasid), va.raw(), 8).is_err());
+    // The frame is free for the next owner, and the device cannot reach it once reused.
+    let frame = old.align_down(4096);
+    assert!(
+        p.ram.refcount(frame).is_err(),
+        "the unmapped frame was not freed"
+    );
+    let other = p.system.spawn().unwrap();
+    let o = other
+        .mmap(
+            None,
+            64 * 4096,
+            RW,
+            MapFlags::PRIVATE | MapFlags::NOHUGEPAGE,
+        )
+        .unwrap();
+    other.fill(o, 0x77, 64 * 4096).unwrap();
+    assert!(p.ram.refcount(frame).is_ok(), "the frame was not reused");
+    assert!(ep.dma_read(Some(bond.pasid), va.raw(), 9).is_err());
+}
+
+#[test]
+fn exit_with_dma_in_flight_neither_hangs_nor_touches_freed_frames() {
+    let p = Arc::new(platform(true));
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(STALL_DEV, STALL);
+    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let mm = p.system.spawn().unwrap();
+    let len = 256 * 4096;
+    let va = mm
+        .mmap(None, len, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
+        .unwrap();
+    let bond = sva.bind(dev(STALL_DEV), &mm).unwrap();
+    let before = p.ram.stats().used_frames;
+    let dma = {
+        let ep = ep.clone();
+        std::thread::spawn(move || {
+            // Every page faults (stall) until the process is gone.
+            (0..256u64)
+                .map(|i| ep.dma_write(Some(bond.pasid), va.raw() + i * 4096, &[0xee; 64]))
+                .collect::<Vec<_>>()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    p.system.exit(mm.pid()).unwrap();
+    let results = dma.join().unwrap();
+    let done = results.iter().take_while(|r| r.is_ok()).count();
+    assert!(
+        results[done..].iter().all(Result::is_err),
+        "DMA succeeded after exit"
+    );
+    assert!(done < 256, "the exit did not stop the device");
+    // Everything the process had is free again (its tables and every faulted page).
+    assert!(p.ram.stats().used_frames < before, "frames leaked");
+    sva.unbind(bond).unwrap();
+    assert!(!sva.pasid_allocated(bond.pasid));
+}
+
+#[test]
+fn unbind_answers_complete_groups_and_drops_partial_ones() {
+    let p = platform(true);
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(PRI_DEV, PRI);
+    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    let mm = p.system.spawn().unwrap();
+    let va = mm
+        .mmap(
+            None,
+            16 * 4096,
+            RW,
+            MapFlags::PRIVATE | MapFlags::NOHUGEPAGE,
+        )
+        .unwrap();
+    let bond = sva.bind(dev(PRI_DEV), &mm).unwrap();
+    // A group whose LAST never comes (the device stopped), then complete groups.
+    ep.page_request(Some(bond.pasid), va.raw(), 100, false, true);
+    for g in 0..8u16 {
+        ep.page_request(
+            Some(bond.pasid),
+            va.raw() + u64::from(g + 1) * 4096,
+            g,
+            true,
+            true,
+        );
+    }
+    // Give the interrupt thread the PRI queue, then unbind: it drains first.
+    let mut seen = Vec::new();
+    for _ in 0..1000 {
+        seen.extend(ep.take_messages());
+        if seen.len() >= 8 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    sva.unbind(bond).unwrap();
+    seen.extend(ep.take_messages());
+    let answered: Vec<u16> = seen
+        .iter()
+        .filter_map(|m| match m {
+            Message::PriResponse { prg_index, .. } => Some(*prg_index),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, (0..8).collect::<Vec<_>>(), "{seen:?}");
+    assert!(!sva.pasid_allocated(bond.pasid));
+}
+
+#[test]
+fn a_forked_child_is_not_bound() {
+    let p = platform(true);
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(STALL_DEV, STALL);
+    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let parent = p.system.spawn().unwrap();
+    let va = parent
+        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
+        .unwrap();
+    parent.write(va, b"parent").unwrap();
+    let bond = sva.bind(dev(STALL_DEV), &parent).unwrap();
+    let child = p.system.fork(parent.pid()).unwrap();
+    assert_eq!(
+        sva.pasid_of(child.pid()),
+        None,
+        "the child inherited a PASID"
+    );
+    // A handle forged for the child is not a bond.
+    let forged = Bond {
+        pid: child.pid(),
+        ..bond
+    };
+    assert!(matches!(sva.unbind(forged), Err(Error::NotBound(_))));
+    assert!(
+        sva.pasid_allocated(bond.pasid),
+        "a forged bond unbound the parent"
+    );
+    // The child's writes break COW and never reach what the device sees under the PASID.
+    child.write(va, b"child!").unwrap();
+    assert_eq!(
+        ep.dma_read(Some(bond.pasid), va.raw(), 6).unwrap(),
+        b"parent"
+    );
+    let child_bond = sva.bind(dev(STALL_DEV), &child).unwrap();
+    assert_ne!(child_bond.pasid, bond.pasid);
+    assert_eq!(
+        ep.dma_read(Some(child_bond.pasid), va.raw(), 6).unwrap(),
+        b"child!"
+    );
+}
