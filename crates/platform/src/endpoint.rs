@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use sva_addr::{Pa, Pasid, StreamId, Va};
 use sva_physmem::{PhysMemory, Ram};
-use sva_smmuv3::{AtsCompletion, AtsRequest, Endpoint, Smmu, Transaction, TranslateOutcome};
+use sva_smmuv3::{AtsCompletion, AtsRequest, Denied, Endpoint, Smmu, Transaction};
 use sva_smmuv3_spec::pri::{PageRequest, PriResponse};
 use sva_vmsa::AccessKind;
 
@@ -124,7 +124,9 @@ impl TestEndpoint {
     }
 
     /// One untranslated transaction of `access` at `addr`: the physical address, waiting
-    /// for a stall to be resolved (and retrying on CMD_RESUME with retry).
+    /// for a stall to be resolved (and retrying on CMD_RESUME with retry). The address is
+    /// only current at the moment of return; DMA goes through [`TestEndpoint::dma_read`]
+    /// and [`TestEndpoint::dma_write`], which access memory within the transaction.
     pub fn transact(
         &self,
         ssid: Option<Pasid>,
@@ -132,6 +134,19 @@ impl TestEndpoint {
         access: AccessKind,
         privileged: bool,
     ) -> Result<Pa, DmaError> {
+        self.with_translation(ssid, addr, access, privileged, Ok)
+    }
+
+    /// Runs `f` on the output address of a transaction, inside the transaction: no
+    /// invalidation of the translation completes while `f` runs.
+    fn with_translation<R>(
+        &self,
+        ssid: Option<Pasid>,
+        addr: u64,
+        access: AccessKind,
+        privileged: bool,
+        mut f: impl FnMut(Pa) -> Result<R, DmaError>,
+    ) -> Result<R, DmaError> {
         let txn = Transaction {
             sid: self.sid,
             ssid,
@@ -141,14 +156,12 @@ impl TestEndpoint {
             translated: false,
         };
         loop {
-            match self.smmu.translate(&txn) {
-                TranslateOutcome::Translated { pa, .. } | TranslateOutcome::Bypassed { pa } => {
-                    return Ok(pa);
-                }
-                TranslateOutcome::Aborted { event } => {
+            match self.smmu.transact(&txn, &mut f) {
+                Ok(r) => return r,
+                Err(Denied::Aborted { event }) => {
                     return Err(DmaError::Aborted { addr, event });
                 }
-                TranslateOutcome::Stalled { stag } => {
+                Err(Denied::Stalled { stag }) => {
                     if !self.wait_stall(stag)? {
                         return Err(DmaError::Terminated { addr });
                     }
@@ -192,10 +205,11 @@ impl TestEndpoint {
     ) -> Result<Vec<u8>, DmaError> {
         let mut out = vec![0u8; len];
         self.per_page(addr, len, |at, pos, n| {
-            let pa = self.transact(ssid, at, AccessKind::Read, false)?;
-            self.ram
-                .read(pa, &mut out[pos..pos + n])
-                .map_err(|_| DmaError::Memory(pa))
+            self.with_translation(ssid, at, AccessKind::Read, false, |pa| {
+                self.ram
+                    .read(pa, &mut out[pos..pos + n])
+                    .map_err(|_| DmaError::Memory(pa))
+            })
         })?;
         Ok(out)
     }
@@ -204,10 +218,11 @@ impl TestEndpoint {
     /// past the first page that fails.
     pub fn dma_write(&self, ssid: Option<Pasid>, addr: u64, data: &[u8]) -> Result<(), DmaError> {
         self.per_page(addr, data.len(), |at, pos, n| {
-            let pa = self.transact(ssid, at, AccessKind::Write, false)?;
-            self.ram
-                .write(pa, &data[pos..pos + n])
-                .map_err(|_| DmaError::Memory(pa))
+            self.with_translation(ssid, at, AccessKind::Write, false, |pa| {
+                self.ram
+                    .write(pa, &data[pos..pos + n])
+                    .map_err(|_| DmaError::Memory(pa))
+            })
         })
     }
 

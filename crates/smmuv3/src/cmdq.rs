@@ -245,6 +245,8 @@ fn execute(smmu: &Smmu, st: &mut State, cmd: &Command) -> Result<bool, Cerror> {
             ..
         } => {
             st.stats.syncs += 1;
+            // Completion means no transaction still uses what earlier commands invalidated.
+            smmu.quiesce();
             match cs {
                 SyncCs::Irq => {
                     if msi_addr.raw() != 0 {
@@ -295,5 +297,8 @@ impl Smmu {
             BroadcastTlbi::All => st.iotlb.invalidate_unless(aset),
         }
         self.unlock_and_deliver(st);
+        // The broadcast completes (the PE's DSB) only when no transaction still uses an
+        // entry it removed.
+        self.quiesce();
     }
 }

@@ -120,6 +120,7 @@ pub use sva_smmuv3_spec::event::EventId;
 pub use sva_smmuv3_spec::mmio::{IrqLine, Mmio};
 pub use sva_smmuv3_spec::pri::{PageRequest, PriResponse};
 pub use sva_vmsa::{AccessKind, Permissions};
+pub use translate::Denied;
 
 /// Translation granules the SMMU supports (SMMU_IDR5.GRAN4K/16K/64K).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,6 +416,10 @@ pub struct Smmu {
     deferred: Mutex<Vec<Notify>>,
     /// The lock-free hit path.
     utlb: utlb::MicroTlb,
+    /// Held (shared) by every transaction while it accesses memory; taken exclusively by
+    /// CMD_SYNC and broadcast TLB invalidation, so they complete only once no transaction
+    /// still uses a translation they removed.
+    inflight: RwLock<()>,
 }
 
 /// Nesting limit of callback delivery on one thread.
@@ -466,6 +471,7 @@ impl Smmu {
         };
         Arc::new(Smmu {
             utlb,
+            inflight: RwLock::new(()),
             mem,
             config,
             state: Mutex::new(state),
@@ -523,6 +529,17 @@ impl Smmu {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         }
+    }
+
+    /// Waits until no transaction is accessing memory with a translation older than now.
+    /// Transactions hold the in-flight guard without the state lock, so this may be called
+    /// with the state lock held.
+    pub(crate) fn quiesce(&self) {
+        drop(
+            self.inflight
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
     }
 
     pub(crate) fn mem(&self) -> &dyn PhysMemory {

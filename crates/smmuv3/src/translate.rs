@@ -22,6 +22,21 @@ pub(crate) enum Ctx {
     Stage1 { s1: S1Stream, cd: CtxDesc },
 }
 
+/// Why [`Smmu::transact`] did not run the access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// Terminated with an abort; `event` names the cause (recorded or not).
+    Aborted {
+        /// The fault or configuration error.
+        event: Option<EventId>,
+    },
+    /// Stalled: the device waits for [`crate::Endpoint::stall_resolved`] and then retries.
+    Stalled {
+        /// The stall tag.
+        stag: u16,
+    },
+}
+
 /// The micro-TLB key of a transaction.
 fn utlb_key(txn: &Transaction) -> crate::utlb::Key {
     (
@@ -35,7 +50,40 @@ fn utlb_key(txn: &Transaction) -> crate::utlb::Key {
 pub(crate) const NO_VMID: u16 = 0;
 
 impl Smmu {
-    /// Translates a device transaction.
+    /// A whole transaction: the translation, then `access` on the output address, with the
+    /// guarantee a device gets from hardware: an invalidation completes (CMD_SYNC, a
+    /// broadcast TLBI) only after every transaction that could still use a translation it
+    /// removed has finished. A translation that an invalidation overtook is made again.
+    /// Returns what `access` returned, or why the access was denied.
+    pub fn transact<R>(
+        &self,
+        txn: &Transaction,
+        access: impl FnOnce(Pa) -> R,
+    ) -> Result<R, Denied> {
+        loop {
+            let generation = self.utlb.current();
+            let pa = match self.translate(txn) {
+                TranslateOutcome::Translated { pa, .. } | TranslateOutcome::Bypassed { pa } => pa,
+                TranslateOutcome::Aborted { event } => return Err(Denied::Aborted { event }),
+                TranslateOutcome::Stalled { stag } => return Err(Denied::Stalled { stag }),
+            };
+            let guard = self
+                .inflight
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if self.utlb.current() != generation {
+                // Something was invalidated meanwhile: the translation may be stale.
+                drop(guard);
+                continue;
+            }
+            let out = access(pa);
+            drop(guard);
+            return Ok(out);
+        }
+    }
+
+    /// Translates a device transaction. The output address is only current at the moment
+    /// of return; a device that then accesses memory uses [`Smmu::transact`].
     pub fn translate(&self, txn: &Transaction) -> TranslateOutcome {
         let key = utlb_key(txn);
         if !txn.translated
