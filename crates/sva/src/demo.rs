@@ -23,13 +23,13 @@ impl MmuNotifier for Log {
     }
 }
 
-struct Checks<'a, W: Write> {
-    out: &'a mut W,
+pub(crate) struct Checks<'a, W: Write> {
+    pub(crate) out: &'a mut W,
     failed: usize,
 }
 
 impl<W: Write> Checks<'_, W> {
-    fn check(&mut self, ok: bool, what: &str) -> Result<()> {
+    pub(crate) fn check(&mut self, ok: bool, what: &str) -> Result<()> {
         if !ok {
             self.failed += 1;
         }
@@ -191,6 +191,7 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
         ram.stats().used_frames == 0 && sys.swap_stats().used == 0,
         "after the exits every frame and swap slot is free",
     )?;
+    crate::sva_demo::run(&mut c)?;
     let failed = c.failed;
     writeln!(
         c.out,
