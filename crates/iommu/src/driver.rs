@@ -45,6 +45,18 @@ pub struct SvaContext {
     pub mair: u64,
 }
 
+/// What a device's DMA without PASID goes through (its default domain; SMMUv3: SSID 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainConfig {
+    /// Every access is terminated.
+    Blocked,
+    /// Addresses are physical addresses, untranslated.
+    Identity,
+    /// Addresses are IOVAs in a private I/O page table of the same format as a CPU's,
+    /// tagged with an ASID of its own.
+    Dma(SvaContext),
+}
+
 /// An IOMMU driver as the SVA core uses it.
 pub trait IommuDriver: Send + Sync {
     /// The lowest PASID this IOMMU can use for an address space (SMMUv3: 1, since
@@ -56,6 +68,10 @@ pub trait IommuDriver: Send + Sync {
 
     /// Whether the IOMMU can walk tables of this format (granule, input and output size).
     fn supports_tables(&self, config: &TableConfig) -> bool;
+
+    /// Puts `device`'s DMA without PASID in `domain`. It applies whether or not SVA is
+    /// enabled, and stays when SVA is enabled or disabled.
+    fn set_domain(&self, device: DeviceId, domain: &DomainConfig) -> Result<(), DriverError>;
 
     /// Prepares `device` for PASID-tagged traffic (context table, fault reporting); `iopf`
     /// asks for I/O page faults. DMA without PASID keeps working as before.
@@ -79,15 +95,18 @@ pub trait IommuDriver: Send + Sync {
     /// Removes `pasid` from `device`: further DMA with it is terminated.
     fn clear_pasid(&self, device: DeviceId, pasid: Pasid) -> Result<(), DriverError>;
 
-    /// Invalidates cached translations of `[start, end)` for ASID `asid` (IOTLB, unless the
-    /// IOMMU snoops CPU invalidations) and in the device TLBs of `targets`, and waits for
-    /// completion. `end - start` above the driver's threshold may become a whole-ASID flush.
+    /// Invalidates cached translations of `[start, end)` for ASID `asid` in the IOTLB and
+    /// in the device TLBs of `targets` (PASID 0: the device's DMA without PASID), and waits
+    /// for completion. `cpu_shared`: the ASID is a CPU address space's, so an IOMMU that
+    /// snoops the CPUs' broadcast invalidations (BTM) may skip the IOTLB part. `end - start`
+    /// above the driver's threshold may become a whole-ASID flush.
     fn invalidate(
         &self,
         asid: Asid,
         start: Va,
         end: Va,
         targets: &[(DeviceId, Pasid)],
+        cpu_shared: bool,
     ) -> Result<(), DriverError>;
 
     /// Sends the response to a page request group.

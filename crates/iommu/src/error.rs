@@ -1,5 +1,5 @@
 use crate::{Bond, DeviceId, DriverError};
-use sva_addr::Pasid;
+use sva_addr::{Iova, Pa, Pasid};
 use sva_mm::Pid;
 
 /// Errors of the SVA core.
@@ -71,6 +71,31 @@ pub enum Error {
     /// The address space refused (e.g. registering a notifier on an exited process).
     #[error(transparent)]
     Mm(#[from] sva_mm::Error),
+    /// A mapping that is empty or not page-aligned.
+    #[error("cannot map {size:#x} bytes at {pa}: not page-aligned or empty")]
+    BadMapping {
+        /// Physical address.
+        pa: Pa,
+        /// Size.
+        size: u64,
+    },
+    /// No free IOVA range of the size.
+    #[error("no free IOVA range of {0:#x} bytes")]
+    IovaExhausted(u64),
+    /// The IOVA range asked for is taken or outside the domain.
+    #[error("IOVA range {iova}+{size:#x} is taken or outside the domain")]
+    IovaBusy {
+        /// Start.
+        iova: Iova,
+        /// Size.
+        size: u64,
+    },
+    /// No mapping starts at this IOVA.
+    #[error("no mapping starts at {0}")]
+    NotMapped(Iova),
+    /// The I/O page table refused.
+    #[error(transparent)]
+    Table(sva_vmsa::Error),
     /// Freeing a PASID that is not allocated.
     #[error("PASID {0} is not allocated")]
     PasidNotAllocated(Pasid),

@@ -2,17 +2,19 @@
 //!
 //! Built so far: the driver trait ([`IommuDriver`]), per-device SVA enablement, bind and
 //! unbind with one PASID per address space ([`Sva`], [`PasidAllocator`]), the invalidation
-//! notifier, the exit rules, and the I/O page fault queue ([`IopfQueue`]). Not yet: domains
-//! for DMA without PASID (blocked, identity, DMA with an IOVA allocator) and private I/O
-//! page tables for devices without I/O page faults.
+//! notifier, the exit rules, the I/O page fault queue ([`IopfQueue`]), and domains for DMA
+//! without PASID ([`Domain`]: blocked, identity, [`DmaDomain`] with an IOVA allocator). Not
+//! yet: private I/O page tables for devices without I/O page faults.
 
+pub mod domain;
 pub mod driver;
 mod error;
 pub mod iopf;
 mod pasid;
 mod sva;
 
-pub use driver::{DriverError, IommuDriver, SvaCaps, SvaContext};
+pub use domain::{DmaDomain, Domain, IOVA_BASE};
+pub use driver::{DomainConfig, DriverError, IommuDriver, SvaCaps, SvaContext};
 pub use error::{Error, Result};
 pub use iopf::{DeviceId, IopfQueue, IopfStats, PageRequest, PageResponse, ResponseSink};
 pub use pasid::PasidAllocator;

@@ -10,6 +10,7 @@
 //! is `bind_lock` → address-space lock → notifier targets → driver, and the address
 //! space's invalidations never wait for a bind.
 
+use crate::domain::{DmaDomain, Domain};
 use crate::driver::{IommuDriver, SvaContext};
 use crate::iopf::{DeviceId, IopfQueue, PageRequest, PageResponse, ResponseSink};
 use crate::{Error, PasidAllocator, Result};
@@ -60,6 +61,8 @@ struct Space {
 
 #[derive(Default)]
 struct State {
+    /// Default domains (DMA without PASID) of devices that left Blocked.
+    domains: BTreeMap<DeviceId, Domain>,
     devices: BTreeMap<DeviceId, DeviceState>,
     spaces: BTreeMap<Pasid, Space>,
     by_pid: BTreeMap<Pid, Pasid>,
@@ -115,7 +118,7 @@ impl MmuNotifier for SvaNotifier {
         // hardware did not confirm, and there is no caller to hand it to.
         let _ = inner
             .driver
-            .invalidate(range.asid, range.start, range.end, &targets);
+            .invalidate(range.asid, range.start, range.end, &targets, true);
     }
 
     fn release(&self, asid: Asid) {
@@ -187,6 +190,49 @@ impl Sva {
         self.inner.driver.disable_sva(device)?;
         st.devices.remove(&device);
         Ok(())
+    }
+
+    /// A new DMA domain: a private I/O page table in `ram`, with an ASID from `asids` (pass
+    /// the CPUs' allocator, [`sva_mm::System::asid_allocator`], so the domain's ASID can
+    /// never clash with a process's).
+    pub fn dma_domain(
+        &self,
+        ram: &Arc<sva_physmem::Ram>,
+        asids: &Arc<sva_mm::AsidAllocator>,
+    ) -> Result<Arc<DmaDomain>> {
+        Ok(Arc::new(DmaDomain::new(
+            self.inner.driver.clone(),
+            ram.clone(),
+            asids.clone(),
+        )?))
+    }
+
+    /// Puts `device`'s DMA without PASID in `domain` (every device starts Blocked). Leaving
+    /// a DMA domain flushes the device's TLB of it. Independent of SVA, which it keeps.
+    pub fn attach_domain(&self, device: DeviceId, domain: Domain) -> Result<()> {
+        let mut st = lock(&self.inner.bind_lock);
+        self.inner.driver.set_domain(device, &domain.config())?;
+        if let Domain::Dma(d) = &domain {
+            d.attach(device);
+        }
+        let previous = st.domains.insert(device, domain);
+        if let Some(Domain::Dma(old)) = previous {
+            old.detach(device);
+            let top = Va(1 << 48);
+            self.inner
+                .driver
+                .invalidate(old.asid(), Va(0), top, &[(device, Pasid(0))], false)?;
+        }
+        Ok(())
+    }
+
+    /// The domain `device`'s DMA without PASID is in.
+    pub fn domain_of(&self, device: DeviceId) -> Domain {
+        lock(&self.inner.bind_lock)
+            .domains
+            .get(&device)
+            .cloned()
+            .unwrap_or(Domain::Blocked)
     }
 
     /// Registers what to call when an address space bound to `device` exits.
@@ -314,9 +360,10 @@ impl Sva {
         inner.iopf.drain(bond.pasid);
         let cleared = inner.driver.clear_pasid(bond.device, bond.pasid);
         let top = Va(space.mm.table_config().ia_size());
-        let invalidated = inner
-            .driver
-            .invalidate(asid, Va(0), top, &[(bond.device, bond.pasid)]);
+        let invalidated =
+            inner
+                .driver
+                .invalidate(asid, Va(0), top, &[(bond.device, bond.pasid)], true);
         if let Some(d) = st.devices.get_mut(&bond.device) {
             d.bonds -= 1;
         }
@@ -377,7 +424,7 @@ impl Inner {
             }
             let targets: Vec<(DeviceId, Pasid)> = devices.iter().map(|&d| (d, pasid)).collect();
             let top = Va(space.mm.table_config().ia_size());
-            let _ = self.driver.invalidate(asid, Va(0), top, &targets);
+            let _ = self.driver.invalidate(asid, Va(0), top, &targets, true);
             self.iopf.remove_space(pasid);
             (devices, top)
         };

@@ -50,7 +50,7 @@ pub(crate) struct Shared {
     pub(crate) ram: Arc<Ram>,
     pub(crate) tlb: Arc<TlbBroadcast>,
     pub(crate) swap: SwapStore,
-    pub(crate) asids: AsidAllocator,
+    pub(crate) asids: Arc<AsidAllocator>,
     pub(crate) config: MmConfig,
     pub(crate) table: TableConfig,
 }
@@ -80,7 +80,7 @@ impl System {
                 ram,
                 tlb: Arc::new(TlbBroadcast::default()),
                 swap: SwapStore::new(config.swap_pages),
-                asids: AsidAllocator::new(config.max_asid),
+                asids: Arc::new(AsidAllocator::new(config.max_asid)),
                 config,
                 table,
             }),
@@ -97,6 +97,13 @@ impl System {
     /// The CPUs' broadcast TLB maintenance, for snoopers (an SMMU with BTM).
     pub fn tlb(&self) -> &Arc<TlbBroadcast> {
         &self.shared.tlb
+    }
+
+    /// The ASID allocator of the CPUs' address spaces. An IOMMU whose private contexts
+    /// share the ASID space with CPU contexts (SMMUv3 with BTM and SVA) allocates them here,
+    /// so no private ASID can ever clash with a process's.
+    pub fn asid_allocator(&self) -> Arc<AsidAllocator> {
+        self.shared.asids.clone()
     }
 
     /// The configuration.

@@ -5,7 +5,9 @@ use crate::{CdConfig, CdTableConfig, PriResponse, S1dss, SmmuDriver, StreamConfi
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use sva_addr::{Asid, Pasid, StreamId, Va};
-use sva_iommu::{DeviceId, DriverError, IommuDriver, PageResponse, SvaCaps, SvaContext};
+use sva_iommu::{
+    DeviceId, DomainConfig, DriverError, IommuDriver, PageResponse, SvaCaps, SvaContext,
+};
 use sva_smmuv3_spec::encoding::{AddressSize, Granule};
 use sva_vmsa::TableConfig;
 
@@ -27,16 +29,19 @@ pub struct DeviceDesc {
     pub ats: bool,
 }
 
-struct SvaDevice {
+/// What the adapter has made of one device.
+struct DeviceState {
     desc: DeviceDesc,
-    iopf: bool,
+    /// SVA enabled, with I/O page faults or not.
+    sva: Option<bool>,
+    domain: DomainConfig,
 }
 
 /// [`IommuDriver`] for the SMMUv3 driver: the DeviceId is the StreamID.
 pub struct SmmuSva {
     driver: Arc<SmmuDriver>,
     descs: Mutex<BTreeMap<DeviceId, DeviceDesc>>,
-    enabled: Mutex<BTreeMap<DeviceId, SvaDevice>>,
+    devices: Mutex<BTreeMap<DeviceId, DeviceState>>,
 }
 
 impl core::fmt::Debug for SmmuSva {
@@ -74,7 +79,7 @@ impl SmmuSva {
         Arc::new(Self {
             driver,
             descs: Mutex::new(BTreeMap::new()),
-            enabled: Mutex::new(BTreeMap::new()),
+            devices: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -96,9 +101,87 @@ impl SmmuSva {
     }
 
     fn uses_ats(&self, device: DeviceId) -> bool {
-        lock(&self.enabled)
+        lock(&self.devices)
             .get(&device)
             .is_some_and(|d| d.desc.ats && self.driver.features().ats)
+    }
+
+    /// The stream configuration for a device's state: SSID 0 follows the domain, PASIDs
+    /// (SSID 1 and up) exist only with SVA.
+    fn stream_config(&self, st: &DeviceState) -> StreamConfig {
+        let f = self.driver.features();
+        let ats = st.desc.ats && f.ats;
+        let Some(iopf) = st.sva else {
+            return match st.domain {
+                DomainConfig::Blocked => StreamConfig::Abort,
+                DomainConfig::Identity => StreamConfig::Bypass,
+                DomainConfig::Dma(_) => StreamConfig::S1 {
+                    cd_table: CdTableConfig::linear(0),
+                    s1dss: S1dss::Terminate,
+                    stall_disable: true,
+                    ats,
+                },
+            };
+        };
+        let bits = f.ssid_bits;
+        let cd_table = if f.two_level_cd && bits > 10 {
+            CdTableConfig {
+                max_ssid_bits: bits,
+                two_level: true,
+            }
+        } else {
+            CdTableConfig::linear(bits.min(10))
+        };
+        StreamConfig::S1 {
+            cd_table,
+            s1dss: match st.domain {
+                DomainConfig::Blocked => S1dss::Terminate,
+                DomainConfig::Identity => S1dss::Bypass,
+                DomainConfig::Dma(_) => S1dss::Ssid0,
+            },
+            stall_disable: !(iopf && st.desc.fault_path == FaultPath::Stall),
+            ats,
+        }
+    }
+
+    /// Programs the stream (and CD 0 for a DMA domain) from the device's state.
+    fn apply(&self, device: DeviceId, st: &DeviceState) -> Result<(), DriverError> {
+        self.driver.attach(sid(device), self.stream_config(st))?;
+        if let DomainConfig::Dma(ctx) = st.domain {
+            self.driver
+                .set_cd(sid(device), Pasid(0), &self.cd(ctx, false))?;
+        }
+        Ok(())
+    }
+
+    /// The CD of a context.
+    fn cd(&self, ctx: SvaContext, stall: bool) -> CdConfig {
+        let f = self.driver.features();
+        let mut cd = CdConfig::new(ctx.table_root, ctx.asid);
+        cd.t0sz = ctx.config.t0sz();
+        cd.tg0 = granule(ctx.config.granule());
+        cd.ips = AddressSize::from_bit_count(ctx.config.oa_bits()).unwrap_or(f.oas);
+        cd.mair = ctx.mair;
+        cd.ha = f.ha;
+        cd.hd = f.hd;
+        cd.stall = stall;
+        cd
+    }
+
+    /// The device's state, created from its description on first use.
+    fn with_state<T>(
+        &self,
+        device: DeviceId,
+        f: impl FnOnce(&mut DeviceState) -> Result<T, DriverError>,
+    ) -> Result<T, DriverError> {
+        let desc = self.desc(device)?;
+        let mut devices = lock(&self.devices);
+        let st = devices.entry(device).or_insert(DeviceState {
+            desc,
+            sva: None,
+            domain: DomainConfig::Blocked,
+        });
+        f(st)
     }
 }
 
@@ -128,38 +211,31 @@ impl IommuDriver for SmmuSva {
             && config.oa_bits() <= f.oas.bits()
     }
 
+    fn set_domain(&self, device: DeviceId, domain: &DomainConfig) -> Result<(), DriverError> {
+        if let DomainConfig::Dma(ctx) = domain
+            && !self.supports_tables(&ctx.config)
+        {
+            return Err(DriverError::Unsupported("the domain's table format"));
+        }
+        self.with_state(device, |st| {
+            let previous = st.domain;
+            st.domain = *domain;
+            self.apply(device, st).inspect_err(|_| st.domain = previous)
+        })
+    }
+
     fn enable_sva(&self, device: DeviceId, iopf: bool) -> Result<(), DriverError> {
-        let desc = self.desc(device)?;
-        let f = self.driver.features();
-        let bits = f.ssid_bits;
-        let cd_table = if f.two_level_cd && bits > 10 {
-            CdTableConfig {
-                max_ssid_bits: bits,
-                two_level: true,
-            }
-        } else {
-            CdTableConfig::linear(bits.min(10))
-        };
-        let stall = iopf && desc.fault_path == FaultPath::Stall;
-        self.driver
-            .attach(
-                sid(device),
-                StreamConfig::S1 {
-                    cd_table,
-                    // DMA without PASID is blocked until domains exist in the core.
-                    s1dss: S1dss::Terminate,
-                    stall_disable: !stall,
-                    ats: desc.ats && f.ats,
-                },
-            )
-            .map_err(DriverError::from)?;
-        lock(&self.enabled).insert(device, SvaDevice { desc, iopf });
-        Ok(())
+        self.with_state(device, |st| {
+            st.sva = Some(iopf);
+            self.apply(device, st).inspect_err(|_| st.sva = None)
+        })
     }
 
     fn disable_sva(&self, device: DeviceId) -> Result<(), DriverError> {
-        lock(&self.enabled).remove(&device);
-        self.driver.detach(sid(device)).map_err(DriverError::from)
+        self.with_state(device, |st| {
+            st.sva = None;
+            self.apply(device, st)
+        })
     }
 
     fn set_pasid(
@@ -168,24 +244,19 @@ impl IommuDriver for SmmuSva {
         pasid: Pasid,
         ctx: &SvaContext,
     ) -> Result<(), DriverError> {
-        let (stall, _) = {
-            let en = lock(&self.enabled);
-            let d = en.get(&device).ok_or(DriverError::UnknownDevice(device))?;
-            (d.iopf && d.desc.fault_path == FaultPath::Stall, d.iopf)
+        let stall = {
+            let devices = lock(&self.devices);
+            let d = devices
+                .get(&device)
+                .ok_or(DriverError::UnknownDevice(device))?;
+            d.sva == Some(true) && d.desc.fault_path == FaultPath::Stall
         };
-        let f = self.driver.features();
-        let mut cd = CdConfig::new(ctx.table_root, ctx.asid);
-        cd.t0sz = ctx.config.t0sz();
-        cd.tg0 = granule(ctx.config.granule());
-        cd.ips = AddressSize::from_bit_count(ctx.config.oa_bits())
-            .ok_or(DriverError::Unsupported("the address space's output size"))?;
-        cd.mair = ctx.mair;
-        cd.ha = f.ha;
-        cd.hd = f.hd;
-        cd.stall = stall;
-        self.driver
-            .set_cd(sid(device), pasid, &cd)
-            .map_err(DriverError::from)
+        if AddressSize::from_bit_count(ctx.config.oa_bits()).is_none() {
+            return Err(DriverError::Unsupported("the address space's output size"));
+        }
+        Ok(self
+            .driver
+            .set_cd(sid(device), pasid, &self.cd(*ctx, stall))?)
     }
 
     fn quiet_pasid(&self, device: DeviceId, pasid: Pasid) -> Result<(), DriverError> {
@@ -206,16 +277,19 @@ impl IommuDriver for SmmuSva {
         start: Va,
         end: Va,
         targets: &[(DeviceId, Pasid)],
+        cpu_shared: bool,
     ) -> Result<(), DriverError> {
         let size = end - start;
         let mut batch = self.driver.batch();
         // With BTM the CPU's own broadcast TLBI already reached the IOTLB.
-        if !self.driver.features().btm {
+        if !(cpu_shared && self.driver.features().btm) {
             batch.tlbi_va(asid, start, size, false);
         }
         for &(device, pasid) in targets {
             if self.uses_ats(device) {
-                batch.atc_inv(sid(device), Some(pasid), start, size);
+                // PASID 0 is the device's DMA without PASID.
+                let ssid = Some(pasid).filter(|p| p.0 != 0);
+                batch.atc_inv(sid(device), ssid, start, size);
             }
         }
         if batch.commands().is_empty() {
@@ -231,7 +305,7 @@ impl IommuDriver for SmmuSva {
         group: u16,
         response: PageResponse,
     ) -> Result<(), DriverError> {
-        let path = lock(&self.enabled)
+        let path = lock(&self.devices)
             .get(&device)
             .map(|d| d.desc.fault_path)
             .ok_or(DriverError::UnknownDevice(device))?;

@@ -1,0 +1,180 @@
+//! Domains for DMA without PASID on the SMMUv3 model: blocked by default, identity, and DMA
+//! domains with a private I/O page table; alongside SVA on the same device.
+
+use sva_addr::{Iova, Pa, StreamId};
+use sva_iommu::{DeviceId, Domain, Error, IOVA_BASE, SvaFeatures};
+use sva_mm::{MapFlags, Prot};
+use sva_physmem::PhysMemory;
+use sva_platform::{DmaError, Message, Platform, PlatformConfig};
+use sva_smmuv3_driver::{DeviceDesc, FaultPath};
+
+const SID: StreamId = StreamId(0x42);
+const DEV: DeviceId = DeviceId(0x42);
+const DESC: DeviceDesc = DeviceDesc {
+    fault_path: FaultPath::Stall,
+    ats: true,
+};
+const RW: Prot = Prot::READ.union(Prot::WRITE);
+
+fn platform() -> Platform {
+    Platform::new(PlatformConfig {
+        irq_thread: true,
+        ..PlatformConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn blocked_by_default_identity_on_request() {
+    let p = platform();
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(SID, DESC);
+    let frame = p.ram.alloc(4096).unwrap();
+    p.ram.write(frame, b"physical").unwrap();
+    // Unknown to the core: blocked.
+    assert!(matches!(sva.domain_of(DEV), Domain::Blocked));
+    sva.attach_domain(DEV, Domain::Blocked).unwrap();
+    assert!(matches!(
+        ep.dma_read(None, frame.raw(), 8),
+        Err(DmaError::Aborted { .. })
+    ));
+    sva.attach_domain(DEV, Domain::Identity).unwrap();
+    assert_eq!(ep.dma_read(None, frame.raw(), 8).unwrap(), b"physical");
+}
+
+#[test]
+fn dma_domain_maps_iovas_to_memory_and_unmap_is_immediate() {
+    let p = platform();
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(SID, DESC);
+    let dom = sva.dma_domain(&p.ram, &p.system.asid_allocator()).unwrap();
+    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
+    let buf = p.ram.alloc(16 << 10).unwrap();
+    p.ram.write(buf + 4096, b"through the IOVA").unwrap();
+    let iova = dom.map(buf, 16 << 10, RW).unwrap();
+    assert!(iova.raw() >= IOVA_BASE);
+    assert_eq!(dom.translate(iova + 4096), Some(buf + 4096));
+    assert_eq!(
+        ep.dma_read(None, (iova + 4096).raw(), 16).unwrap(),
+        b"through the IOVA"
+    );
+    ep.dma_write(None, (iova + 8192).raw(), b"device").unwrap();
+    let mut b = [0u8; 6];
+    p.ram.read(buf + 8192, &mut b).unwrap();
+    assert_eq!(&b, b"device");
+    // Read-only mapping: the device may read, not write.
+    let ro = p.ram.alloc(4096).unwrap();
+    let ro_iova = dom.map(ro, 4096, Prot::READ).unwrap();
+    ep.dma_read(None, ro_iova.raw(), 4).unwrap();
+    assert!(ep.dma_write(None, ro_iova.raw(), b"no").is_err());
+    // Unmap: the device's next access faults (IOTLB and ATC were invalidated first).
+    ep.take_messages();
+    assert_eq!(dom.unmap(iova).unwrap(), 16 << 10);
+    assert!(ep.dma_read(None, (iova + 4096).raw(), 4).is_err());
+    assert!(
+        ep.take_messages()
+            .iter()
+            .any(|m| matches!(m, Message::AtcInvalidate { ssid: None, .. }))
+    );
+    // Bad requests.
+    assert!(matches!(
+        dom.map(Pa(0x1001), 4096, RW),
+        Err(Error::BadMapping { .. })
+    ));
+    assert!(matches!(dom.map(buf, 0, RW), Err(Error::BadMapping { .. })));
+    assert!(matches!(
+        dom.map_at(ro_iova, buf, 4096, RW),
+        Err(Error::IovaBusy { .. })
+    ));
+    assert!(matches!(
+        dom.map_at(Iova(0), buf, 4096, RW),
+        Err(Error::IovaBusy { .. })
+    ));
+    assert!(matches!(dom.unmap(iova), Err(Error::NotMapped(_))));
+    p.ram.write(buf, b"head").unwrap();
+    let fixed = dom.map_at(Iova(0x8000_0000), buf, 4096, RW).unwrap();
+    assert_eq!(ep.dma_read(None, fixed.raw(), 4).unwrap(), b"head");
+}
+
+#[test]
+fn sva_and_a_dma_domain_share_a_device() {
+    let p = platform();
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(SID, DESC);
+    let dom = sva.dma_domain(&p.ram, &p.system.asid_allocator()).unwrap();
+    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
+    let buf = p.ram.alloc(4096).unwrap();
+    p.ram.write(buf, b"kernel buffer").unwrap();
+    let iova = dom.map(buf, 4096, RW).unwrap();
+    sva.enable_device(
+        DEV,
+        SvaFeatures {
+            iopf: true,
+            max_pasid: None,
+        },
+    )
+    .unwrap();
+    let mm = p.system.spawn().unwrap();
+    let va = mm
+        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
+        .unwrap();
+    mm.write(va, b"user buffer").unwrap();
+    let bond = sva.bind(DEV, &mm).unwrap();
+    assert_ne!(
+        dom.asid(),
+        mm.asid(),
+        "a domain ASID clashes with a process ASID"
+    );
+    // DMA without PASID goes through the domain, with the PASID through the process.
+    assert_eq!(ep.dma_read(None, iova.raw(), 13).unwrap(), b"kernel buffer");
+    assert_eq!(
+        ep.dma_read(Some(bond.pasid), va.raw(), 11).unwrap(),
+        b"user buffer"
+    );
+    sva.unbind(bond).unwrap();
+    sva.disable_device(DEV).unwrap();
+    // Disabling SVA kept the domain.
+    assert_eq!(ep.dma_read(None, iova.raw(), 13).unwrap(), b"kernel buffer");
+    assert!(ep.dma_read(Some(bond.pasid), va.raw(), 1).is_err());
+}
+
+#[test]
+fn a_dropped_domain_leaves_nothing_for_the_next_owner_of_its_asid() {
+    let p = platform();
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(SID, DESC);
+    let asids = p.system.asid_allocator();
+    let dom = sva.dma_domain(&p.ram, &asids).unwrap();
+    let asid = dom.asid();
+    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
+    let secret = p.ram.alloc(4096).unwrap();
+    p.ram.write(secret, b"domain data").unwrap();
+    let at = Iova(0x40_0000_0000);
+    dom.map_at(at, secret, 4096, RW).unwrap();
+    ep.dma_read(None, at.raw(), 4).unwrap(); // cached in the IOTLB under the domain's ASID
+    sva.attach_domain(DEV, Domain::Blocked).unwrap();
+    drop(dom);
+    // The next process gets the same ASID; the same address in it is unmapped.
+    let mm = p.system.spawn().unwrap();
+    assert_eq!(mm.asid(), asid, "the ASID was not recycled");
+    mm.mmap(
+        Some(sva_addr::Va(at.raw() + 0x10_0000)),
+        4096,
+        RW,
+        MapFlags::PRIVATE | MapFlags::FIXED,
+    )
+    .unwrap();
+    sva.enable_device(
+        DEV,
+        SvaFeatures {
+            iopf: true,
+            max_pasid: None,
+        },
+    )
+    .unwrap();
+    let bond = sva.bind(DEV, &mm).unwrap();
+    assert!(
+        ep.dma_read(Some(bond.pasid), at.raw(), 11).is_err(),
+        "a stale IOTLB entry of the dropped domain translated for the new process"
+    );
+}
