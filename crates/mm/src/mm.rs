@@ -70,6 +70,9 @@ struct State {
     vmas: VmaMap,
     /// Swapped-out private pages, by page address.
     swapped: BTreeMap<Va, SwapSlot>,
+    /// Pages pinned for a device (their frame holds one extra reference per pin), by page
+    /// address.
+    pins: BTreeMap<Va, u32>,
     alive: bool,
 }
 
@@ -141,6 +144,7 @@ impl Mm {
             state: RwLock::new(State {
                 vmas: VmaMap::new(page),
                 swapped: BTreeMap::new(),
+                pins: BTreeMap::new(),
                 alive: true,
             }),
             notifiers: RwLock::new(Vec::new()),
@@ -331,6 +335,14 @@ impl Mm {
         Ok(self.ram().refcount(leaf.pa)? == 1 && self.ram().block_size(leaf.pa)? == leaf.size)
     }
 
+    /// Whether this address space owns the frames behind `leaf` alone, device pins aside:
+    /// a pinned page must stay the page the device sees, so a write never copies it away.
+    fn owned(&self, st: &State, leaf: &Leaf) -> Result<bool> {
+        let pins = st.pins.get(&leaf.va).copied().unwrap_or(0);
+        Ok(self.ram().refcount(leaf.pa)? == 1 + pins
+            && self.ram().block_size(leaf.pa)? == leaf.size)
+    }
+
     /// Splits the block mapping `leaf` into pages (and its allocation into frames).
     fn split_leaf(&self, leaf: &Leaf) -> Result<()> {
         let end = leaf.va + leaf.size;
@@ -383,6 +395,11 @@ impl Mm {
         })?;
         for leaf in removed {
             self.put_frames(leaf.pa, leaf.size)?;
+        }
+        // A pinned page stays with whoever pinned it; it is no longer this address space's.
+        let pinned: Vec<Va> = st.pins.range(start..end).map(|(v, _)| *v).collect();
+        for va in pinned {
+            st.pins.remove(&va);
         }
         let slots: Vec<Va> = st.swapped.range(start..end).map(|(v, _)| *v).collect();
         for va in slots {
@@ -503,7 +520,7 @@ impl Mm {
                     .vmas
                     .find(leaf.va)
                     .is_some_and(|v| matches!(v.backing, Backing::Shared { .. }));
-                let writable = prot.contains(Prot::WRITE) && (shared || self.exclusive(&leaf)?);
+                let writable = prot.contains(Prot::WRITE) && (shared || self.owned(&st, &leaf)?);
                 self.table.protect(
                     self.ram(),
                     leaf.va,
@@ -576,7 +593,7 @@ impl Mm {
             Some(leaf) => {
                 let attrs = leaf.desc.attributes();
                 if access == AccessKind::Write && attrs.contains(Attributes::AP_RO) {
-                    self.write_protect_fault(&vma, &leaf, page_va)
+                    self.write_protect_fault(st, &vma, &leaf, page_va)
                 } else if !attrs.contains(Attributes::AF) {
                     self.table
                         .update_leaf(self.ram(), page_va, &mut |d| d.with_af(true))?;
@@ -661,10 +678,10 @@ impl Mm {
 
     /// A write to a present read-only page in a writable VMA: make it writable if this
     /// mapping owns the frame, otherwise copy it (copy-on-write break).
-    fn write_protect_fault(&self, vma: &Vma, leaf: &Leaf, page_va: Va) -> Result<()> {
+    fn write_protect_fault(&self, st: &State, vma: &Vma, leaf: &Leaf, page_va: Va) -> Result<()> {
         let writable_attrs = leaf_attrs(vma.prot, true);
         let shared = matches!(vma.backing, Backing::Shared { .. });
-        if shared || self.exclusive(leaf)? {
+        if shared || self.owned(st, leaf)? {
             // Upgrade in place: no stale translation can allow more than the new one.
             self.table.protect(
                 self.ram(),
@@ -683,7 +700,7 @@ impl Mm {
                 .table
                 .lookup(self.ram(), page_va)?
                 .ok_or(Error::NotMapped(page_va))?;
-            return self.write_protect_fault(vma, &page_leaf, page_va);
+            return self.write_protect_fault(st, vma, &page_leaf, page_va);
         }
         let new = self.ram().alloc(self.page_size())?;
         // The old frame is read-only everywhere, so copying before the switch is safe.
@@ -837,6 +854,80 @@ impl Mm {
             .map(|t| t.pa))
     }
 
+    // ---- pinning for devices ----
+
+    /// Pins the pages of `[va, va + len)` for a device that cannot take I/O page faults:
+    /// faults each in for `write` (or read) access as the CPU would (breaking copy-on-write
+    /// first, so the device gets this address space's own copy), gives each its own frame
+    /// (block mappings are split), and takes a reference on each frame. While pinned a page
+    /// is never copied away by a write fault, never reclaimed or migrated, and fork gives
+    /// the child a copy instead of sharing it. Returns (page, frame) pairs for
+    /// [`Mm::unpin_pages`].
+    pub fn pin_pages(&self, va: Va, len: u64, write: bool) -> Result<Vec<(Va, Pa)>> {
+        let page = self.page_size();
+        let start = va.align_down(page);
+        let end = va
+            .checked_add(len)
+            .and_then(|e| e.checked_align_up(page))
+            .ok_or(Error::ZeroLength)?;
+        self.check_range(start, end - start)?;
+        let access = if write {
+            AccessKind::Write
+        } else {
+            AccessKind::Read
+        };
+        let mut st = self.write_state()?;
+        let mut pinned = Vec::new();
+        let mut at = start;
+        let result = (|| -> Result<()> {
+            while at < end {
+                self.fault_locked(&mut st, at, access)?;
+                let mut leaf = self
+                    .table
+                    .lookup(self.ram(), at)?
+                    .ok_or(Error::NotMapped(at))?;
+                if leaf.size > page {
+                    self.split_leaf(&leaf)?;
+                    leaf = self
+                        .table
+                        .lookup(self.ram(), at)?
+                        .ok_or(Error::NotMapped(at))?;
+                }
+                self.ram().get(leaf.pa)?;
+                *st.pins.entry(at).or_insert(0) += 1;
+                pinned.push((at, leaf.pa));
+                at = at + page;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            drop(st);
+            self.unpin_pages(&pinned);
+            return Err(e);
+        }
+        Ok(pinned)
+    }
+
+    /// Drops pins taken by [`Mm::pin_pages`]. Works after exit too: the frames are released
+    /// when their last holder lets go.
+    pub fn unpin_pages(&self, pages: &[(Va, Pa)]) {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        for &(va, pa) in pages {
+            if let Some(n) = st.pins.get_mut(&va) {
+                *n -= 1;
+                if *n == 0 {
+                    st.pins.remove(&va);
+                }
+            }
+            let _ = self.ram().put(pa);
+        }
+    }
+
+    /// Pages currently pinned in this address space.
+    pub fn pinned_pages(&self) -> usize {
+        self.read_state().map_or(0, |st| st.pins.len())
+    }
+
     // ---- reclaim, migration, aging ----
 
     /// Swaps out the private, unshared pages of `[va, va + len)`; returns how many. Shared
@@ -988,6 +1079,27 @@ impl Mm {
             let cow = private && vma.prot.contains(Prot::WRITE);
             let copy = || -> Result<()> {
                 for leaf in &leaves {
+                    if private && st.pins.contains_key(&leaf.va) {
+                        // A device holds this page: the parent keeps it, writable; the
+                        // child gets its own copy now rather than sharing it.
+                        let frame = self.ram().alloc(leaf.size)?;
+                        self.ram().copy(leaf.pa, frame, leaf.size)?;
+                        child
+                            .table
+                            .map(
+                                self.ram(),
+                                leaf.va,
+                                frame,
+                                leaf.size,
+                                leaf.desc.attributes(),
+                                false,
+                                &child.tlb(),
+                            )
+                            .inspect_err(|_| {
+                                let _ = self.ram().put(frame);
+                            })?;
+                        continue;
+                    }
                     self.get_frames(leaf.pa, leaf.size)?;
                     let mut attrs = leaf.desc.attributes();
                     if cow && !attrs.contains(Attributes::AP_RO) {

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use sva_mm::{MapFlags, Prot};
+use sva_physmem::PhysMemory;
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 
@@ -178,4 +179,94 @@ fn swapped_pages_are_copied_by_fork() {
     sys.exit(child.pid()).unwrap();
     assert_eq!(sys.swap_stats().used, 0);
     assert_eq!(sys.ram().stats().used_frames, 0);
+}
+
+#[test]
+fn pinned_pages_stay_with_the_device_through_fork_and_writes() {
+    let sys = system();
+    let mm = sys.spawn().unwrap();
+    let va = mm.mmap(None, BLOCK, RW, MapFlags::PRIVATE).unwrap();
+    mm.fill(va, 1, BLOCK as usize).unwrap();
+    // Pinning splits the block so each pinned page is a frame of its own.
+    let pins = mm.pin_pages(va + 3 * PAGE, 2 * PAGE, true).unwrap();
+    assert_eq!(pins.len(), 2);
+    assert_eq!(mm.pinned_pages(), 2);
+    assert_eq!(sys.ram().refcount(pins[0].1).unwrap(), 2);
+    let frame = pins[0].1;
+    // fork: the parent keeps the pinned frame writable, the child gets a copy.
+    let child = sys.fork(mm.pid()).unwrap();
+    assert_eq!(
+        mm.translate(va + 3 * PAGE, sva_mm::AccessKind::Write)
+            .unwrap(),
+        Some(frame)
+    );
+    let child_pa = child
+        .translate(va + 3 * PAGE, sva_mm::AccessKind::Read)
+        .unwrap()
+        .unwrap();
+    assert_ne!(child_pa, frame);
+    // A write by the parent lands in the pinned frame (what the device sees).
+    mm.write(va + 3 * PAGE, b"parent").unwrap();
+    let mut b = [0u8; 6];
+    sys.ram().read(frame, &mut b).unwrap();
+    assert_eq!(&b, b"parent");
+    child.read(va + 3 * PAGE, &mut b).unwrap();
+    assert_eq!(b, [1; 6]);
+    // mprotect read-only then writable again: still no copy of a pinned page.
+    mm.mprotect(va, BLOCK, sva_mm::Prot::READ).unwrap();
+    mm.mprotect(va, BLOCK, RW).unwrap();
+    mm.write(va + 4 * PAGE, b"again").unwrap();
+    assert_eq!(
+        mm.translate(va + 4 * PAGE, sva_mm::AccessKind::Write)
+            .unwrap(),
+        Some(pins[1].1)
+    );
+    // Pinned pages are neither reclaimed nor migrated.
+    mm.reclaim(va + 3 * PAGE, 2 * PAGE).unwrap();
+    assert_eq!(
+        mm.translate(va + 3 * PAGE, sva_mm::AccessKind::Read)
+            .unwrap(),
+        Some(frame)
+    );
+    assert!(matches!(
+        mm.migrate(va + 3 * PAGE),
+        Err(sva_mm::Error::PageShared(_))
+    ));
+    // munmap: the frame stays with the pinner until unpinned.
+    mm.munmap(va, BLOCK).unwrap();
+    assert_eq!(sys.ram().refcount(frame).unwrap(), 1);
+    mm.unpin_pages(&pins);
+    assert!(sys.ram().refcount(frame).is_err());
+    sys.exit(child.pid()).unwrap();
+    sys.exit(mm.pid()).unwrap();
+    assert_eq!(sys.ram().stats().used_frames, 0);
+}
+
+#[test]
+fn pinning_needs_the_access_and_a_mapping() {
+    let sys = system();
+    let mm = sys.spawn().unwrap();
+    let ro = mm
+        .mmap(None, PAGE, sva_mm::Prot::READ, MapFlags::PRIVATE)
+        .unwrap();
+    assert!(matches!(
+        mm.pin_pages(ro, PAGE, true),
+        Err(sva_mm::Error::Segv { .. })
+    ));
+    assert_eq!(mm.pin_pages(ro, PAGE, false).unwrap().len(), 1);
+    assert!(matches!(
+        mm.pin_pages(sva_addr::Va(0x20000), PAGE, false),
+        Err(sva_mm::Error::Segv { .. })
+    ));
+    // A failure half-way releases what was pinned.
+    let rw = mm.mmap(
+        Some(ro + PAGE),
+        PAGE,
+        RW,
+        MapFlags::PRIVATE | MapFlags::FIXED_NOREPLACE,
+    );
+    let _ = rw;
+    assert_eq!(mm.pinned_pages(), 1);
+    assert!(mm.pin_pages(ro + PAGE, 3 * PAGE, false).is_err());
+    assert_eq!(mm.pinned_pages(), 1);
 }
