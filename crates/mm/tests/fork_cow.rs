@@ -213,7 +213,7 @@ fn pinned_pages_stay_with_the_device_through_fork_and_writes() {
     child.read(va + 3 * PAGE, &mut b).unwrap();
     assert_eq!(b, [1; 6]);
     // mprotect read-only then writable again: still no copy of a pinned page.
-    mm.mprotect(va, BLOCK, sva_mm::Prot::READ).unwrap();
+    mm.mprotect(va, BLOCK, Prot::READ).unwrap();
     mm.mprotect(va, BLOCK, RW).unwrap();
     mm.write(va + 4 * PAGE, b"again").unwrap();
     assert_eq!(
@@ -246,9 +246,7 @@ fn pinned_pages_stay_with_the_device_through_fork_and_writes() {
 fn pinning_needs_the_access_and_a_mapping() {
     let sys = system();
     let mm = sys.spawn().unwrap();
-    let ro = mm
-        .mmap(None, PAGE, sva_mm::Prot::READ, MapFlags::PRIVATE)
-        .unwrap();
+    let ro = mm.mmap(None, PAGE, Prot::READ, MapFlags::PRIVATE).unwrap();
     assert!(matches!(
         mm.pin_pages(ro, PAGE, true),
         Err(sva_mm::Error::Segv { .. })
