@@ -32,7 +32,7 @@ impl core::fmt::Debug for Domain {
         match self {
             Domain::Blocked => f.write_str("Blocked"),
             Domain::Identity => f.write_str("Identity"),
-            Domain::Dma(d) => write!(f, "Dma(asid {})", d.asid),
+            Domain::Dma(d) => write!(f, "Dma(asid {})", d.asid()),
         }
     }
 }
@@ -82,36 +82,18 @@ impl IovaSpace {
     }
 }
 
-struct DomainState {
-    iova: IovaSpace,
-    devices: BTreeSet<DeviceId>,
-}
-
-/// A DMA domain: a private I/O page table in simulated RAM, in the CPU's table format.
-pub struct DmaDomain {
+/// An I/O page table owned by the core (a DMA domain's, or a device's private table for a
+/// PASID): a 48-bit, 4 KiB-granule table in simulated RAM with an ASID from the CPUs'
+/// allocator. Dropping it flushes its ASID from the IOTLB before the ASID is freed.
+pub(crate) struct IoTable {
     ram: Arc<Ram>,
     table: PageTable,
     asid: Asid,
     asids: Arc<AsidAllocator>,
     driver: Arc<dyn IommuDriver>,
-    state: Mutex<DomainState>,
 }
 
-impl core::fmt::Debug for DmaDomain {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("DmaDomain")
-            .field("asid", &self.asid)
-            .field("root", &self.table.root())
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl DmaDomain {
-    /// A domain with a 48-bit, 4 KiB-granule I/O page table.
+impl IoTable {
     pub(crate) fn new(
         driver: Arc<dyn IommuDriver>,
         ram: Arc<Ram>,
@@ -138,19 +120,15 @@ impl DmaDomain {
             asid,
             asids,
             driver,
-            state: Mutex::new(DomainState {
-                iova: IovaSpace {
-                    limit: config.ia_size(),
-                    used: BTreeMap::new(),
-                },
-                devices: BTreeSet::new(),
-            }),
         })
     }
 
-    /// The domain's ASID.
-    pub fn asid(&self) -> Asid {
+    pub(crate) fn asid(&self) -> Asid {
         self.asid
+    }
+
+    pub(crate) fn limit(&self) -> u64 {
+        self.table.config().ia_size()
     }
 
     /// What the IOMMU is pointed at.
@@ -163,14 +141,8 @@ impl DmaDomain {
         }
     }
 
-    pub(crate) fn attach(&self, device: DeviceId) {
-        lock(&self.state).devices.insert(device);
-    }
-
-    pub(crate) fn detach(&self, device: DeviceId) {
-        lock(&self.state).devices.remove(&device);
-    }
-
+    /// Device-accessible leaf attributes: unprivileged, never executable, read-only unless
+    /// `prot` has WRITE.
     fn attrs(prot: Prot) -> Attributes {
         let mut a = Attributes::AF
             | Attributes::SH_INNER
@@ -182,6 +154,103 @@ impl DmaDomain {
             a |= Attributes::AP_RO;
         }
         a
+    }
+
+    pub(crate) fn map(&self, iova: u64, pa: Pa, size: u64, prot: Prot) -> Result<()> {
+        self.table
+            .map(
+                &self.ram,
+                Va(iova),
+                pa,
+                size,
+                Self::attrs(prot),
+                false,
+                &sva_vmsa::NoTlb,
+            )
+            .map_err(Error::Table)
+    }
+
+    /// Unmaps `[iova, iova + size)` and waits until no IOTLB entry of the table and no TLB
+    /// of `targets` holds it.
+    pub(crate) fn unmap(&self, iova: u64, size: u64, targets: &[(DeviceId, Pasid)]) -> Result<()> {
+        self.table
+            .unmap(&self.ram, Va(iova), size, &sva_vmsa::NoTlb)
+            .map_err(Error::Table)?;
+        self.driver
+            .invalidate(self.asid, Va(iova), Va(iova + size), targets, false)?;
+        Ok(())
+    }
+
+    pub(crate) fn translate(&self, iova: u64) -> Option<Pa> {
+        let leaf = self.table.lookup(&*self.ram, Va(iova)).ok()??;
+        Some(leaf.pa + (iova - leaf.va.raw()))
+    }
+}
+
+impl Drop for IoTable {
+    fn drop(&mut self) {
+        // No device uses the table any more; drop what the IOTLB may hold before the ASID
+        // can go to a process.
+        let top = Va(self.limit());
+        let _ = self.driver.invalidate(self.asid, Va(0), top, &[], false);
+        let _ = self.table.clone().destroy(&self.ram);
+        self.asids.free(self.asid);
+    }
+}
+
+struct DomainState {
+    iova: IovaSpace,
+    devices: BTreeSet<DeviceId>,
+}
+
+/// A DMA domain: a private I/O page table in simulated RAM, in the CPU's table format.
+pub struct DmaDomain {
+    io: IoTable,
+    state: Mutex<DomainState>,
+}
+
+impl core::fmt::Debug for DmaDomain {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DmaDomain")
+            .field("asid", &self.asid())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DmaDomain {
+    pub(crate) fn new(io: IoTable) -> Self {
+        let limit = io.limit();
+        Self {
+            io,
+            state: Mutex::new(DomainState {
+                iova: IovaSpace {
+                    limit,
+                    used: BTreeMap::new(),
+                },
+                devices: BTreeSet::new(),
+            }),
+        }
+    }
+
+    /// The domain's ASID.
+    pub fn asid(&self) -> Asid {
+        self.io.asid()
+    }
+
+    pub(crate) fn context(&self) -> SvaContext {
+        self.io.context()
+    }
+
+    pub(crate) fn attach(&self, device: DeviceId) {
+        lock(&self.state).devices.insert(device);
+    }
+
+    pub(crate) fn detach(&self, device: DeviceId) {
+        lock(&self.state).devices.remove(&device);
     }
 
     fn check(pa: Pa, size: u64) -> Result<()> {
@@ -214,18 +283,9 @@ impl DmaDomain {
     }
 
     fn map_table(&self, iova: u64, pa: Pa, size: u64, prot: Prot) -> Result<Iova> {
-        let r = self.table.map(
-            &self.ram,
-            Va(iova),
-            pa,
-            size,
-            Self::attrs(prot),
-            false,
-            &sva_vmsa::NoTlb,
-        );
-        if let Err(e) = r {
+        if let Err(e) = self.io.map(iova, pa, size, prot) {
             lock(&self.state).iova.used.remove(&iova);
-            return Err(Error::Table(e));
+            return Err(e);
         }
         Ok(Iova(iova))
     }
@@ -244,12 +304,7 @@ impl DmaDomain {
                 st.devices.iter().map(|&d| (d, Pasid(0))).collect();
             (size, targets)
         };
-        self.table
-            .unmap(&self.ram, Va(iova.raw()), size, &sva_vmsa::NoTlb)
-            .map_err(Error::Table)?;
-        let end = Va(iova.raw() + size);
-        self.driver
-            .invalidate(self.asid, Va(iova.raw()), end, &targets, false)?;
+        self.io.unmap(iova.raw(), size, &targets)?;
         // Only now may the range be handed out again.
         lock(&self.state).iova.used.remove(&iova.raw());
         Ok(size)
@@ -257,24 +312,12 @@ impl DmaDomain {
 
     /// The physical address `iova` maps to, if any.
     pub fn translate(&self, iova: Iova) -> Option<Pa> {
-        let leaf = self.table.lookup(&*self.ram, Va(iova.raw())).ok()??;
-        Some(leaf.pa + (iova.raw() - leaf.va.raw()))
+        self.io.translate(iova.raw())
     }
 
     /// Bytes currently mapped.
     pub fn mapped_bytes(&self) -> u64 {
         lock(&self.state).iova.used.values().sum()
-    }
-}
-
-impl Drop for DmaDomain {
-    fn drop(&mut self) {
-        // No device uses the domain any more (attachments hold it); drop what the IOTLB may
-        // hold before the ASID can go to a process.
-        let top = Va(self.table.config().ia_size());
-        let _ = self.driver.invalidate(self.asid, Va(0), top, &[], false);
-        let _ = self.table.clone().destroy(&self.ram);
-        self.asids.free(self.asid);
     }
 }
 

@@ -96,6 +96,12 @@ pub enum Error {
     /// The I/O page table refused.
     #[error(transparent)]
     Table(sva_vmsa::Error),
+    /// The bond has no private table (it shares the CPU's tables).
+    #[error("{0:?} is not a private bond")]
+    NotPrivate(Bond),
+    /// A page of the range is already mapped for the device.
+    #[error("{0} is already mapped for the device")]
+    AlreadyMapped(sva_addr::Va),
     /// Freeing a PASID that is not allocated.
     #[error("PASID {0} is not allocated")]
     PasidNotAllocated(Pasid),

@@ -3,8 +3,9 @@
 //! Built so far: the driver trait ([`IommuDriver`]), per-device SVA enablement, bind and
 //! unbind with one PASID per address space ([`Sva`], [`PasidAllocator`]), the invalidation
 //! notifier, the exit rules, the I/O page fault queue ([`IopfQueue`]), and domains for DMA
-//! without PASID ([`Domain`]: blocked, identity, [`DmaDomain`] with an IOVA allocator). Not
-//! yet: private I/O page tables for devices without I/O page faults.
+//! without PASID ([`Domain`]: blocked, identity, [`DmaDomain`] with an IOVA allocator), and
+//! private I/O page tables of pinned pages for devices without I/O page faults
+//! ([`Sva::bind_private`]).
 
 pub mod domain;
 pub mod driver;

@@ -10,7 +10,7 @@
 //! is `bind_lock` → address-space lock → notifier targets → driver, and the address
 //! space's invalidations never wait for a bind.
 
-use crate::domain::{DmaDomain, Domain};
+use crate::domain::{DmaDomain, Domain, IoTable};
 use crate::driver::{IommuDriver, SvaContext};
 use crate::iopf::{DeviceId, IopfQueue, PageRequest, PageResponse, ResponseSink};
 use crate::{Error, PasidAllocator, Result};
@@ -49,6 +49,14 @@ struct DeviceState {
     bonds: usize,
 }
 
+/// A device's private I/O page table for an address space's PASID: explicit mappings of
+/// pinned pages, at the same addresses as in the process.
+struct PrivateTable {
+    io: IoTable,
+    /// Pinned pages mapped in the table: page → frame.
+    pins: BTreeMap<Va, sva_addr::Pa>,
+}
+
 struct Space {
     mm: Arc<Mm>,
     asid: Asid,
@@ -56,6 +64,8 @@ struct Space {
     notifier_id: NotifierId,
     /// Bond references per device.
     bonds: BTreeMap<DeviceId, u32>,
+    /// Devices bound with a private table instead of the CPU's.
+    private: BTreeMap<DeviceId, PrivateTable>,
     exited: bool,
 }
 
@@ -70,6 +80,8 @@ struct State {
 
 struct Inner {
     driver: Arc<dyn IommuDriver>,
+    ram: Arc<sva_physmem::Ram>,
+    asids: Arc<sva_mm::AsidAllocator>,
     pasids: PasidAllocator,
     iopf: IopfQueue,
     bind_lock: Mutex<State>,
@@ -133,12 +145,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Sva {
-    /// The core for `driver`, with `iopf_workers` fault-handling threads.
-    pub fn new(driver: Arc<dyn IommuDriver>, iopf_workers: usize) -> Self {
+    /// The core for `driver`, with `iopf_workers` fault-handling threads. I/O page tables
+    /// the core owns (DMA domains, private PASID tables) live in `ram` and take their ASIDs
+    /// from `asids`: pass the CPUs' allocator ([`sva_mm::System::asid_allocator`]) so they
+    /// can never clash with a process's ASID.
+    pub fn new(
+        driver: Arc<dyn IommuDriver>,
+        iopf_workers: usize,
+        ram: Arc<sva_physmem::Ram>,
+        asids: Arc<sva_mm::AsidAllocator>,
+    ) -> Self {
         let sink = Arc::new(DriverSink(Arc::downgrade(&driver)));
         Self {
             inner: Arc::new(Inner {
                 driver,
+                ram,
+                asids,
                 pasids: PasidAllocator::new(),
                 iopf: IopfQueue::new(iopf_workers, sink),
                 bind_lock: Mutex::new(State::default()),
@@ -192,19 +214,9 @@ impl Sva {
         Ok(())
     }
 
-    /// A new DMA domain: a private I/O page table in `ram`, with an ASID from `asids` (pass
-    /// the CPUs' allocator, [`sva_mm::System::asid_allocator`], so the domain's ASID can
-    /// never clash with a process's).
-    pub fn dma_domain(
-        &self,
-        ram: &Arc<sva_physmem::Ram>,
-        asids: &Arc<sva_mm::AsidAllocator>,
-    ) -> Result<Arc<DmaDomain>> {
-        Ok(Arc::new(DmaDomain::new(
-            self.inner.driver.clone(),
-            ram.clone(),
-            asids.clone(),
-        )?))
+    /// A new DMA domain.
+    pub fn dma_domain(&self) -> Result<Arc<DmaDomain>> {
+        Ok(Arc::new(DmaDomain::new(self.inner.io_table()?)))
     }
 
     /// Puts `device`'s DMA without PASID in `domain` (every device starts Blocked). Leaving
@@ -244,6 +256,19 @@ impl Sva {
     /// process's virtual addresses. Binding the same pair again takes another reference on
     /// the same bond.
     pub fn bind(&self, device: DeviceId, mm: &Arc<Mm>) -> Result<Bond> {
+        self.bind_mode(device, mm, false)
+    }
+
+    /// Binds `device` to `mm` with a private I/O page table at the address space's PASID,
+    /// for devices that cannot take I/O page faults: the device sees only what
+    /// [`Sva::map`] mapped (pinned, at the same addresses as in the process), and two
+    /// devices may see different parts of one process. CPU-side changes do not reach the
+    /// table: a mapped page stays the device's until [`Sva::unmap`].
+    pub fn bind_private(&self, device: DeviceId, mm: &Arc<Mm>) -> Result<Bond> {
+        self.bind_mode(device, mm, true)
+    }
+
+    fn bind_mode(&self, device: DeviceId, mm: &Arc<Mm>, private: bool) -> Result<Bond> {
         let inner = &self.inner;
         let mut guard = lock(&inner.bind_lock);
         let st = &mut *guard;
@@ -275,6 +300,10 @@ impl Sva {
                     return Err(Error::Exited(mm.pid()));
                 }
                 if let Some(refs) = space.bonds.get_mut(&device) {
+                    if space.private.contains_key(&device) != private {
+                        // Bound already, the other way.
+                        return Err(Error::DeviceBusy(device));
+                    }
                     *refs += 1;
                     return Ok(Bond {
                         device,
@@ -307,6 +336,7 @@ impl Sva {
                         notifier,
                         notifier_id,
                         bonds: BTreeMap::new(),
+                        private: BTreeMap::new(),
                         exited: false,
                     },
                 );
@@ -314,6 +344,20 @@ impl Sva {
                 (pasid, true)
             }
         };
+        let table = if private {
+            match inner.io_table() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    if new_space {
+                        Self::drop_space(inner, st, pasid);
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        let ctx = table.as_ref().map_or(ctx, IoTable::context);
         if let Err(e) = inner.driver.set_pasid(device, pasid, &ctx) {
             if new_space {
                 Self::drop_space(inner, st, pasid);
@@ -322,7 +366,18 @@ impl Sva {
         }
         let space = st.spaces.get_mut(&pasid).expect("present");
         space.bonds.insert(device, 1);
-        lock(&space.notifier.targets).push((device, pasid));
+        match table {
+            Some(io) => {
+                space.private.insert(
+                    device,
+                    PrivateTable {
+                        io,
+                        pins: BTreeMap::new(),
+                    },
+                );
+            }
+            None => lock(&space.notifier.targets).push((device, pasid)),
+        }
         st.devices.get_mut(&device).expect("checked").bonds += 1;
         Ok(Bond {
             device,
@@ -355,15 +410,29 @@ impl Sva {
         }
         space.bonds.remove(&bond.device);
         lock(&space.notifier.targets).retain(|t| t.0 != bond.device);
-        let asid = space.asid;
+        let private = space.private.remove(&bond.device);
         let last = space.bonds.is_empty();
         inner.iopf.drain(bond.pasid);
         let cleared = inner.driver.clear_pasid(bond.device, bond.pasid);
-        let top = Va(space.mm.table_config().ia_size());
-        let invalidated =
-            inner
-                .driver
-                .invalidate(asid, Va(0), top, &[(bond.device, bond.pasid)], true);
+        let target = [(bond.device, bond.pasid)];
+        let invalidated = match &private {
+            Some(pt) => {
+                inner
+                    .driver
+                    .invalidate(pt.io.asid(), Va(0), Va(pt.io.limit()), &target, false)
+            }
+            None => {
+                let top = Va(space.mm.table_config().ia_size());
+                inner
+                    .driver
+                    .invalidate(space.asid, Va(0), top, &target, true)
+            }
+        };
+        if let Some(pt) = private {
+            // The device can no longer reach the pages: give them back.
+            let pins: Vec<_> = pt.pins.into_iter().collect();
+            space.mm.unpin_pages(&pins);
+        }
         if let Some(d) = st.devices.get_mut(&bond.device) {
             d.bonds -= 1;
         }
@@ -383,6 +452,92 @@ impl Sva {
             // Freed only now: every bond is gone and its page requests drained.
             let _ = inner.pasids.free(pasid);
         }
+    }
+
+    /// Makes `[va, va + len)` of the process visible to the device of a private bond, at the
+    /// same addresses: the pages are faulted in for `prot` and pinned. No page of the range
+    /// may be mapped for the device already.
+    pub fn map(&self, bond: Bond, va: Va, len: u64, prot: sva_mm::Prot) -> Result<()> {
+        let mut guard = lock(&self.inner.bind_lock);
+        let space = Self::private_space(&mut guard, bond)?;
+        let page = space.mm.page_size();
+        let start = va.align_down(page);
+        let end = va
+            .checked_add(len)
+            .and_then(|e| e.checked_align_up(page))
+            .ok_or(Error::BadMapping {
+                pa: sva_addr::Pa(0),
+                size: len,
+            })?;
+        let pt = space
+            .private
+            .get_mut(&bond.device)
+            .ok_or(Error::NotPrivate(bond))?;
+        if let Some((&taken, _)) = pt.pins.range(start..end).next() {
+            return Err(Error::AlreadyMapped(taken));
+        }
+        let pins = space
+            .mm
+            .pin_pages(start, end - start, prot.contains(sva_mm::Prot::WRITE))?;
+        for (i, &(at, pa)) in pins.iter().enumerate() {
+            if let Err(e) = pt.io.map(at.raw(), pa, page, prot) {
+                for &(done, _) in &pins[..i] {
+                    pt.pins.remove(&done);
+                }
+                let _ = pt
+                    .io
+                    .unmap(start.raw(), end - start, &[(bond.device, bond.pasid)]);
+                space.mm.unpin_pages(&pins);
+                return Err(e);
+            }
+            pt.pins.insert(at, pa);
+        }
+        Ok(())
+    }
+
+    /// Removes `[va, va + len)` from the device's private table, waits until no IOTLB or
+    /// device TLB holds it, then unpins the pages.
+    pub fn unmap(&self, bond: Bond, va: Va, len: u64) -> Result<()> {
+        let mut guard = lock(&self.inner.bind_lock);
+        let space = Self::private_space(&mut guard, bond)?;
+        let page = space.mm.page_size();
+        let start = va.align_down(page);
+        let end = va
+            .checked_add(len)
+            .and_then(|e| e.checked_align_up(page))
+            .ok_or(Error::NotBound(bond))?;
+        let pt = space
+            .private
+            .get_mut(&bond.device)
+            .ok_or(Error::NotPrivate(bond))?;
+        let gone: Vec<(Va, sva_addr::Pa)> =
+            pt.pins.range(start..end).map(|(&v, &p)| (v, p)).collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        pt.io
+            .unmap(start.raw(), end - start, &[(bond.device, bond.pasid)])?;
+        for (v, _) in &gone {
+            pt.pins.remove(v);
+        }
+        space.mm.unpin_pages(&gone);
+        Ok(())
+    }
+
+    /// The space of a private bond.
+    fn private_space(st: &mut State, bond: Bond) -> Result<&mut Space> {
+        let space = st
+            .spaces
+            .get_mut(&bond.pasid)
+            .filter(|s| s.mm.pid() == bond.pid && s.bonds.contains_key(&bond.device))
+            .ok_or(Error::NotBound(bond))?;
+        if !space.private.contains_key(&bond.device) {
+            return Err(Error::NotPrivate(bond));
+        }
+        if space.exited {
+            return Err(Error::Exited(bond.pid));
+        }
+        Ok(space)
     }
 
     /// Takes a page request reported by the driver (PRI queue or stall event).
@@ -407,6 +562,10 @@ impl Sva {
 }
 
 impl Inner {
+    fn io_table(&self) -> Result<IoTable> {
+        IoTable::new(self.driver.clone(), self.ram.clone(), self.asids.clone())
+    }
+
     /// The address space behind `pasid` is exiting, its tables still intact: quiet every
     /// context (valid, translating nothing, faults not reported), flush what was cached,
     /// answer its page requests Invalid from now on, and tell the device drivers. The

@@ -156,9 +156,14 @@ impl Platform {
         let driver = SmmuDriver::probe(smmu.clone(), ram.clone(), config.probe)?;
         let iommu = SmmuSva::new(driver.clone());
         let events: Arc<Mutex<Vec<Event>>> = Arc::default();
-        let sva = config
-            .sva
-            .then(|| Arc::new(Sva::new(iommu.clone(), config.iopf_workers)));
+        let sva = config.sva.then(|| {
+            Arc::new(Sva::new(
+                iommu.clone(),
+                config.iopf_workers,
+                ram.clone(),
+                system.asid_allocator(),
+            ))
+        });
         if let Some(core) = &sva {
             Self::route_faults(&driver, core, &events);
         }

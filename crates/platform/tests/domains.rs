@@ -47,7 +47,7 @@ fn dma_domain_maps_iovas_to_memory_and_unmap_is_immediate() {
     let p = platform();
     let sva = p.sva.clone().unwrap();
     let ep = p.device(SID, DESC);
-    let dom = sva.dma_domain(&p.ram, &p.system.asid_allocator()).unwrap();
+    let dom = sva.dma_domain().unwrap();
     sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
     let buf = p.ram.alloc(16 << 10).unwrap();
     p.ram.write(buf + 4096, b"through the IOVA").unwrap();
@@ -101,7 +101,7 @@ fn sva_and_a_dma_domain_share_a_device() {
     let p = platform();
     let sva = p.sva.clone().unwrap();
     let ep = p.device(SID, DESC);
-    let dom = sva.dma_domain(&p.ram, &p.system.asid_allocator()).unwrap();
+    let dom = sva.dma_domain().unwrap();
     sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
     let buf = p.ram.alloc(4096).unwrap();
     p.ram.write(buf, b"kernel buffer").unwrap();
@@ -143,8 +143,7 @@ fn a_dropped_domain_leaves_nothing_for_the_next_owner_of_its_asid() {
     let p = platform();
     let sva = p.sva.clone().unwrap();
     let ep = p.device(SID, DESC);
-    let asids = p.system.asid_allocator();
-    let dom = sva.dma_domain(&p.ram, &asids).unwrap();
+    let dom = sva.dma_domain().unwrap();
     let asid = dom.asid();
     sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
     let secret = p.ram.alloc(4096).unwrap();
@@ -176,5 +175,146 @@ fn a_dropped_domain_leaves_nothing_for_the_next_owner_of_its_asid() {
     assert!(
         ep.dma_read(Some(bond.pasid), at.raw(), 11).is_err(),
         "a stale IOTLB entry of the dropped domain translated for the new process"
+    );
+}
+
+/// Devices without I/O page faults: private tables per (device, address space) at the
+/// address space's PASID, explicit map/unmap of pinned pages.
+#[test]
+fn private_tables_show_each_device_only_what_was_mapped() {
+    let p = platform();
+    let sva = p.sva.clone().unwrap();
+    let d1 = p.device(
+        StreamId(0x51),
+        DeviceDesc {
+            fault_path: FaultPath::Pri,
+            ats: true,
+        },
+    );
+    let d2 = p.device(
+        StreamId(0x52),
+        DeviceDesc {
+            fault_path: FaultPath::Pri,
+            ats: false,
+        },
+    );
+    for d in [0x51, 0x52] {
+        sva.enable_device(
+            DeviceId(d),
+            SvaFeatures {
+                iopf: false,
+                max_pasid: None,
+            },
+        )
+        .unwrap();
+    }
+    let mm = p.system.spawn().unwrap();
+    let va = mm
+        .mmap(None, 8 * 4096, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
+        .unwrap();
+    mm.write(va, b"page zero").unwrap();
+    let b1 = sva.bind_private(DeviceId(0x51), &mm).unwrap();
+    let b2 = sva.bind_private(DeviceId(0x52), &mm).unwrap();
+    assert_eq!(
+        b1.pasid, b2.pasid,
+        "one PASID per address space, private tables or not"
+    );
+    // Nothing is visible until mapped; then each device sees its own part.
+    assert!(d1.dma_read(Some(b1.pasid), va.raw(), 4).is_err());
+    sva.map(b1, va, 2 * 4096, RW).unwrap();
+    sva.map(b2, va + 4 * 4096, 4096, Prot::READ).unwrap();
+    assert_eq!(
+        d1.dma_read(Some(b1.pasid), va.raw(), 9).unwrap(),
+        b"page zero"
+    );
+    assert!(
+        d2.dma_read(Some(b2.pasid), va.raw(), 4).is_err(),
+        "device 2 sees device 1's part"
+    );
+    d2.dma_read(Some(b2.pasid), (va + 4 * 4096).raw(), 4)
+        .unwrap();
+    assert!(
+        d2.dma_write(Some(b2.pasid), (va + 4 * 4096).raw(), b"x")
+            .is_err(),
+        "read-only mapping written"
+    );
+    assert_eq!(mm.pinned_pages(), 3);
+    // The device's writes reach the process; the pages stay put while mapped.
+    d1.dma_write(Some(b1.pasid), (va + 4096).raw(), b"from device")
+        .unwrap();
+    let mut b = [0u8; 11];
+    mm.read(va + 4096, &mut b).unwrap();
+    assert_eq!(&b, b"from device");
+    assert!(matches!(
+        sva.map(b1, va + 4096, 4096, RW),
+        Err(Error::AlreadyMapped(_))
+    ));
+    assert!(matches!(
+        sva.map(b1, va + 100 * 4096, 4096, RW),
+        Err(Error::Mm(_))
+    ));
+    assert_eq!(mm.pinned_pages(), 3, "a failed map left pins behind");
+    // A shared-table bond is not private, and the same device cannot be bound both ways.
+    let r = sva.bind(DeviceId(0x51), &mm);
+    assert!(matches!(r, Err(Error::DeviceBusy(_))), "{r:?}");
+    // Unmap: the device loses access, the pages are unpinned.
+    sva.unmap(b1, va, 2 * 4096).unwrap();
+    assert!(d1.dma_read(Some(b1.pasid), va.raw(), 4).is_err());
+    assert_eq!(mm.pinned_pages(), 1);
+    // Unbind releases the rest.
+    sva.unbind(b2).unwrap();
+    assert_eq!(mm.pinned_pages(), 0);
+    sva.unbind(b1).unwrap();
+    assert!(!sva.pasid_allocated(b1.pasid));
+}
+
+#[test]
+fn private_mappings_survive_cpu_unmap_until_the_device_lets_go() {
+    let p = platform();
+    let sva = p.sva.clone().unwrap();
+    let d = p.device(
+        StreamId(0x61),
+        DeviceDesc {
+            fault_path: FaultPath::Pri,
+            ats: false,
+        },
+    );
+    sva.enable_device(
+        DeviceId(0x61),
+        SvaFeatures {
+            iopf: false,
+            max_pasid: None,
+        },
+    )
+    .unwrap();
+    let mm = p.system.spawn().unwrap();
+    let va = mm.mmap(None, 4096, RW, MapFlags::PRIVATE).unwrap();
+    let bond = sva.bind_private(DeviceId(0x61), &mm).unwrap();
+    sva.map(bond, va, 4096, RW).unwrap();
+    let frame = mm.translate(va, sva_mm::AccessKind::Read).unwrap().unwrap();
+    mm.munmap(va, 4096).unwrap();
+    // Pinned: the frame is still the device's, not freed.
+    assert_eq!(p.ram.refcount(frame).unwrap(), 1);
+    d.dma_write(Some(bond.pasid), va.raw(), b"still mine")
+        .unwrap();
+    sva.unmap(bond, va, 4096).unwrap();
+    assert!(
+        p.ram.refcount(frame).is_err(),
+        "the frame was not released after unmap"
+    );
+    // Exit with a private bond: the context is quiet, unbind finishes.
+    let va2 = mm.mmap(None, 4096, RW, MapFlags::PRIVATE).unwrap();
+    sva.map(bond, va2, 4096, RW).unwrap();
+    p.system.exit(mm.pid()).unwrap();
+    assert!(d.dma_read(Some(bond.pasid), va2.raw(), 1).is_err());
+    assert!(matches!(
+        sva.map(bond, va2, 4096, RW),
+        Err(Error::Exited(_)) | Err(Error::AlreadyMapped(_))
+    ));
+    let before = p.ram.stats().used_frames;
+    sva.unbind(bond).unwrap();
+    assert!(
+        p.ram.stats().used_frames < before,
+        "unbind did not release the pinned page and table"
     );
 }
