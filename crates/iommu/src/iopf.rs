@@ -15,10 +15,12 @@
 //! Groups of one (device, PASID) are handled in arrival order of their LAST request, on
 //! one worker chosen by PASID, so a device sees its responses in order.
 
+use crate::sync::{
+    Condvar, JoinHandle, Mutex, MutexGuard, Receiver, RwLock, RwLockWriteGuard, Sender, channel,
+    thread,
+};
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Weak};
 use sva_addr::{Pasid, Va};
 use sva_mm::{AccessKind, Mm};
 
@@ -122,7 +124,7 @@ impl IopfQueue {
             .map(|i| {
                 let (tx, rx) = channel::<Vec<PageRequest>>();
                 let shared = shared.clone();
-                let handle = std::thread::Builder::new()
+                let handle = thread::Builder::new()
                     .name(format!("iopf-{i}"))
                     .spawn(move || worker(&shared, &rx))
                     .expect("spawning an IOPF worker thread");
@@ -211,11 +213,11 @@ impl Drop for IopfQueue {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
