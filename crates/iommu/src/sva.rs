@@ -328,6 +328,8 @@ impl Sva {
                     }
                 };
                 inner.iopf.add_space(pasid, mm);
+                // The process's PASID (what ENQCMD stores carry), until it is freed.
+                mm.set_pasid(Some(pasid));
                 st.spaces.insert(
                     pasid,
                     Space {
@@ -449,6 +451,7 @@ impl Sva {
             space.mm.unregister_notifier(space.notifier_id);
             inner.iopf.remove_space(pasid);
             st.by_pid.remove(&space.mm.pid());
+            space.mm.set_pasid(None);
             // Freed only now: every bond is gone and its page requests drained.
             let _ = inner.pasids.free(pasid);
         }

@@ -66,6 +66,32 @@ pub enum Error {
         /// MAPERR or ACCERR.
         code: SegvCode,
     },
+    /// A device mapping could not complete the access: nothing answers behind device
+    /// registers any more, or a page of revoked driver memory was faulted (SIGBUS). Also
+    /// what a fault (CPU or I/O page fault) on device registers gives: they have no pages
+    /// to fault in.
+    #[error("bus error at {va}")]
+    Bus {
+        /// The address accessed.
+        va: Va,
+    },
+    /// The device registers do not support this kind of access, e.g. ENQCMD to a register
+    /// that only takes posted writes (SIGBUS).
+    #[error("device registers at {va} do not support this access")]
+    IoUnsupported {
+        /// The address accessed.
+        va: Va,
+    },
+    /// An operation that needs device registers (ENQCMD) on an address that is mapped to
+    /// something else (#GP on x86).
+    #[error("address {0} is not mapped to device registers")]
+    NotDeviceMemory(Va),
+    /// An ENQCMD destination that is not 64-byte aligned (#GP on x86).
+    #[error("ENQCMD destination {0} is not 64-byte aligned")]
+    EnqcmdUnaligned(Va),
+    /// A device region that cannot be mapped into this address space (EINVAL).
+    #[error("device region cannot be mapped: {0}")]
+    BadRegion(&'static str),
     /// The address space has exited.
     #[error("process {0} has exited")]
     Exited(Pid),

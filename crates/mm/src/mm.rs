@@ -7,12 +7,13 @@ use crate::system::Shared;
 use crate::tlb::{AsidTlb, Tlbi};
 use crate::vma::{Backing, ShmObject, Vma, VmaInfo, VmaMap};
 use crate::{
-    ATTR_INDEX_NORMAL, AccessKind, Error, MMAP_MIN_ADDR, MapFlags, Pid, Prot, Result, SegvCode,
+    ATTR_INDEX_NORMAL, AccessKind, Error, FrameRegion, IoError, IoMemory, MMAP_MIN_ADDR, MapFlags,
+    Pid, Prot, Result, SegvCode,
 };
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use sva_addr::{Asid, Pa, Va};
+use sva_addr::{Asid, Pa, Pasid, Va};
 use sva_physmem::{PhysMemory, Ram};
 use sva_vmsa::{Access, Attributes, Granule, Httu, Leaf, PageTable, TableConfig};
 
@@ -86,7 +87,12 @@ pub struct Mm {
     notifiers: RwLock<Vec<(NotifierId, Arc<dyn MmuNotifier>)>>,
     next_notifier: AtomicU64,
     counters: Counters,
+    /// The process's PASID (x86 `mm->pasid`), [`NO_PASID`] when it has none.
+    pasid: AtomicU64,
 }
+
+/// The value of [`Mm::pasid`]'s slot when the process has no PASID (above any 20-bit PASID).
+const NO_PASID: u64 = u64::MAX;
 
 impl core::fmt::Debug for Mm {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -150,6 +156,7 @@ impl Mm {
             notifiers: RwLock::new(Vec::new()),
             next_notifier: AtomicU64::new(0),
             counters: Counters::default(),
+            pasid: AtomicU64::new(NO_PASID),
         })
     }
 
@@ -181,6 +188,20 @@ impl Mm {
     /// Page size.
     pub fn page_size(&self) -> u64 {
         self.table.config().page_size()
+    }
+
+    /// The PASID the process's threads issue with ENQCMD (x86's `mm->pasid`, loaded into
+    /// IA32_PASID), or `None`. Set by the SVA core when the address space is first bound to
+    /// a device; a forked child starts without one.
+    pub fn pasid(&self) -> Option<Pasid> {
+        let raw = self.pasid.load(Ordering::Acquire);
+        u32::try_from(raw).ok().map(Pasid)
+    }
+
+    /// Sets (at first bind) or clears (when the PASID is released) the process's PASID.
+    pub fn set_pasid(&self, pasid: Option<Pasid>) {
+        let raw = pasid.map_or(NO_PASID, |p| u64::from(p.raw()));
+        self.pasid.store(raw, Ordering::Release);
     }
 
     /// Whether the process is still running.
@@ -386,7 +407,7 @@ impl Mm {
 
     /// Removes every page in `[start, end)` from the tables (the VMAs stay): notifiers,
     /// table update with TLB broadcast, then frames and swap slots are released.
-    fn zap(&self, st: &mut State, start: Va, end: Va) -> Result<()> {
+    fn zap_range(&self, st: &mut State, start: Va, end: Va) -> Result<()> {
         self.split_edges(start, end)?;
         let removed = self.invalidating(start, end, InvalidateReason::Unmap, || {
             Ok(self
@@ -414,7 +435,8 @@ impl Mm {
 
     /// mmap of anonymous memory. `addr` is a hint, or the exact place with FIXED /
     /// FIXED_NOREPLACE. The length is rounded up to whole pages. Exactly one of PRIVATE
-    /// and SHARED must be given. Returns the start of the mapping.
+    /// and SHARED must be given. Returns the start of the mapping. If MAP_POPULATE fails
+    /// (e.g. RAM is exhausted) the new mapping is removed again and the error returned.
     pub fn mmap(&self, addr: Option<Va>, len: u64, prot: Prot, flags: MapFlags) -> Result<Va> {
         if flags.contains(MapFlags::PRIVATE) == flags.contains(MapFlags::SHARED) {
             return Err(Error::InvalidFlags("exactly one of PRIVATE and SHARED"));
@@ -424,11 +446,117 @@ impl Mm {
                 "WIPEONFORK applies to private mappings",
             ));
         }
-        let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
+        Self::check_placement(flags)?;
+        let len = self.round_len(len)?;
+        let backing = if flags.contains(MapFlags::SHARED) {
+            Backing::Shared {
+                object: Arc::new(ShmObject::new(self.shared.ram.clone())),
+                pgoff: 0,
+            }
+        } else {
+            Backing::Anonymous
+        };
+        self.map_vma(addr, len, prot, flags, backing)
+    }
+
+    /// Maps device registers into the process (a driver's mmap doing `remap_pfn_range` on
+    /// MMIO): the whole of `region`, whose size must be a non-zero multiple of the page
+    /// size, at an address chosen as mmap chooses one without a hint (FIXED and
+    /// FIXED_NOREPLACE need an address and are refused). The mapping is shared (PRIVATE is
+    /// refused, SHARED is implied); POPULATE and NOHUGEPAGE have no effect.
+    ///
+    /// No frames and no page-table entries are involved. CPU accesses ([`Mm::read`],
+    /// [`Mm::write`], [`Mm::fill`], [`Mm::touch`]) are routed to `region`'s `read`/`write` at
+    /// the matching offset, in as many pieces as VMAs they span; the VMA's protection is
+    /// checked first ([`SegvCode::AccErr`]), instruction fetches are always refused (device
+    /// memory is execute-never), and [`IoError::Bus`] becomes [`Error::Bus`]. Page faults
+    /// on the range, such as a device's I/O page fault, fail with [`Error::Bus`]: there is
+    /// nothing to fault in. With DONTCOPY or WIPEONFORK a forked child does not get the
+    /// mapping (WIPEONFORK cannot wipe registers, so it acts as DONTCOPY); without either,
+    /// the child maps the same registers.
+    pub fn mmap_io(&self, region: Arc<dyn IoMemory>, prot: Prot, flags: MapFlags) -> Result<Va> {
+        let flags = Self::device_flags(flags)?;
+        let size = region.size();
+        if size == 0 {
+            return Err(Error::ZeroLength);
+        }
+        let page = self.page_size();
+        if !size.is_multiple_of(page) {
+            return Err(Error::Unaligned {
+                what: "device region size",
+                value: size,
+                granule: page,
+            });
+        }
+        self.map_vma(None, size, prot, flags, Backing::Io { region, pgoff: 0 })
+    }
+
+    /// Maps driver-owned frames into the process (a driver's mmap doing
+    /// `dma_mmap_coherent`): page `i` of the returned mapping is `region.frames()[i]`. The
+    /// frames must be frames of this address space's RAM of [`Mm::page_size`] bytes each
+    /// ([`Error::BadRegion`] otherwise). Placement and flags are as for [`Mm::mmap_io`],
+    /// except that POPULATE maps every page now.
+    ///
+    /// Pages are mapped on fault as ordinary shared memory: writes go to the driver's frame
+    /// (never copy-on-write), so the process and the device's DMA see the same bytes. Each
+    /// mapped page holds a reference on its frame until it is unmapped, zapped
+    /// ([`Mm::zap`]) or the process exits. Faulting a page of a revoked region
+    /// ([`FrameRegion::revoke`]) gives [`Error::Bus`]. Reclaim and migration leave these
+    /// pages alone. Fork: as for [`Mm::mmap_io`] (DONTCOPY or WIPEONFORK: the child gets
+    /// nothing; otherwise it maps the same frames).
+    pub fn mmap_frames(&self, region: Arc<FrameRegion>, prot: Prot, flags: MapFlags) -> Result<Va> {
+        let flags = Self::device_flags(flags)?;
+        let page = self.page_size();
+        if region.frames().is_empty() {
+            return Err(Error::ZeroLength);
+        }
+        if !Arc::ptr_eq(region.ram(), &self.shared.ram) {
+            return Err(Error::BadRegion("its frames belong to another RAM"));
+        }
+        for &pa in region.frames() {
+            if self.ram().block_size(pa)? != page {
+                return Err(Error::BadRegion(
+                    "its frames are not of the address space's page size",
+                ));
+            }
+        }
+        let len = u64::try_from(region.frames().len())
+            .ok()
+            .and_then(|n| n.checked_mul(page))
+            .ok_or(Error::NoSpace(u64::MAX))?;
+        self.map_vma(None, len, prot, flags, Backing::Frames { region, pgoff: 0 })
+    }
+
+    /// The flags of a device mapping: shared, never private.
+    fn device_flags(flags: MapFlags) -> Result<MapFlags> {
+        if flags.contains(MapFlags::PRIVATE) {
+            return Err(Error::InvalidFlags(
+                "device mappings are shared, not PRIVATE",
+            ));
+        }
+        Self::check_placement(flags)?;
+        Ok(flags | MapFlags::SHARED)
+    }
+
+    fn check_placement(flags: MapFlags) -> Result<()> {
         if flags.contains(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE) {
             return Err(Error::InvalidFlags("FIXED and FIXED_NOREPLACE together"));
         }
-        let len = self.round_len(len)?;
+        Ok(())
+    }
+
+    /// Places a new VMA of `len` bytes (whole pages) as mmap does, inserts it and
+    /// populates it with MAP_POPULATE (device registers have nothing to populate). A failed
+    /// populate removes the new VMA again.
+    fn map_vma(
+        &self,
+        addr: Option<Va>,
+        len: u64,
+        prot: Prot,
+        flags: MapFlags,
+        backing: Backing,
+    ) -> Result<Va> {
+        let fixed = flags.intersects(MapFlags::FIXED | MapFlags::FIXED_NOREPLACE);
         let page = self.page_size();
         let ia_top = Va(1 << self.table.config().ia_bits());
         let mut st = self.write_state()?;
@@ -446,7 +574,7 @@ impl Mm {
                 if flags.contains(MapFlags::FIXED_NOREPLACE) {
                     return Err(Error::Exists { va, len });
                 }
-                self.zap(&mut st, va, end)?;
+                self.zap_range(&mut st, va, end)?;
                 st.vmas.remove_range(va, end);
             }
             va
@@ -457,7 +585,10 @@ impl Mm {
                         .check_range(va, len)
                         .is_ok_and(|end| st.vmas.overlapping(va, end).next().is_none())
             });
-            let thp = self.thp_size().filter(|&b| len >= b);
+            // Block alignment lets THP serve the range; device mappings have no blocks.
+            let thp = self
+                .thp_size()
+                .filter(|&b| len >= b && !backing.is_device());
             match hint {
                 Some(va) => va,
                 None => thp
@@ -469,14 +600,7 @@ impl Mm {
                     .ok_or(Error::NoSpace(len))?,
             }
         };
-        let backing = if flags.contains(MapFlags::SHARED) {
-            Backing::Shared {
-                object: Arc::new(ShmObject::new(self.shared.ram.clone())),
-                pgoff: 0,
-            }
-        } else {
-            Backing::Anonymous
-        };
+        let populate = flags.contains(MapFlags::POPULATE) && !matches!(backing, Backing::Io { .. });
         st.vmas.insert(Vma {
             start,
             end: start + len,
@@ -484,14 +608,19 @@ impl Mm {
             flags: flags & MapFlags::VMA_MASK,
             backing,
         });
-        if flags.contains(MapFlags::POPULATE) {
+        if populate {
             let access = if prot.contains(Prot::WRITE) {
                 AccessKind::Write
             } else {
                 AccessKind::Read
             };
-            if vma_allows(prot, access) {
-                self.populate(&mut st, start, start + len, access)?;
+            if vma_allows(prot, access)
+                && let Err(e) = self.populate(&mut st, start, start + len, access)
+            {
+                // The caller gets no address to unmap: take the half-populated mapping back.
+                let _ = self.zap_range(&mut st, start, start + len);
+                st.vmas.remove_range(start, start + len);
+                return Err(e);
             }
         }
         Ok(start)
@@ -501,7 +630,7 @@ impl Mm {
     pub fn munmap(&self, va: Va, len: u64) -> Result<()> {
         let end = self.check_range(va, self.round_len(len)?)?;
         let mut st = self.write_state()?;
-        self.zap(&mut st, va, end)?;
+        self.zap_range(&mut st, va, end)?;
         st.vmas.remove_range(va, end);
         Ok(())
     }
@@ -519,7 +648,7 @@ impl Mm {
                 let shared = st
                     .vmas
                     .find(leaf.va)
-                    .is_some_and(|v| matches!(v.backing, Backing::Shared { .. }));
+                    .is_some_and(|v| v.backing.is_shared_memory());
                 let writable = prot.contains(Prot::WRITE) && (shared || self.owned(&st, &leaf)?);
                 self.table.protect(
                     self.ram(),
@@ -540,7 +669,38 @@ impl Mm {
         let end = self.check_range(va, self.round_len(len)?)?;
         let mut st = self.write_state()?;
         st.vmas.covers(va, end).map_err(Error::NotMapped)?;
-        self.zap(&mut st, va, end)
+        self.zap_range(&mut st, va, end)
+    }
+
+    /// Removes the page-table entries of the driver-frame mappings ([`Mm::mmap_frames`])
+    /// in `[va, va + len)` but keeps their VMAs (Linux `zap_vma_ptes` /
+    /// `unmap_mapping_range`): the usual MMU-notifier bracket and TLB invalidation, then
+    /// the pages' frame references are dropped. Later accesses fault again, and fail with
+    /// [`Error::Bus`] if the region was revoked meanwhile. `va` must be page-aligned; the
+    /// length is rounded up to whole pages; holes are fine. Like `zap_vma_ptes`, only
+    /// device mappings are affected: anonymous and MAP_SHARED memory in the range keeps its
+    /// pages (a driver must not destroy what the process mapped over a range it unmapped),
+    /// and device registers ([`Mm::mmap_io`]) have no entries to remove (the region itself
+    /// answers Bus once the device is gone).
+    pub fn zap(&self, va: Va, len: u64) -> Result<()> {
+        let end = self.check_range(va, self.round_len(len)?)?;
+        let mut st = self.write_state()?;
+        // Contiguous driver-frame pieces, one notifier bracket each.
+        let mut ranges: Vec<(Va, Va)> = Vec::new();
+        for v in st.vmas.overlapping(va, end) {
+            if !matches!(v.backing, Backing::Frames { .. }) {
+                continue;
+            }
+            let (s, e) = (v.start.max(va), v.end.min(end));
+            match ranges.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => ranges.push((s, e)),
+            }
+        }
+        for (s, e) in ranges {
+            self.zap_range(&mut st, s, e)?;
+        }
+        Ok(())
     }
 
     /// The VMAs, lowest first.
@@ -587,9 +747,17 @@ impl Mm {
         if !vma_allows(vma.prot, access) {
             return Err(Self::segv(va, access, SegvCode::AccErr));
         }
+        if let Backing::Io { .. } = vma.backing {
+            // Device registers are execute-never and have no pages to fault in (Linux
+            // answers VM_FAULT_SIGBUS for a VM_PFNMAP VMA without a fault handler).
+            if access == AccessKind::Execute {
+                return Err(Self::segv(va, access, SegvCode::AccErr));
+            }
+            return Err(Error::Bus { va });
+        }
         let page_va = va.align_down(self.page_size());
         match self.table.lookup(self.ram(), page_va)? {
-            None => self.fault_in(st, &vma, page_va),
+            None => self.fault_in(st, &vma, va),
             Some(leaf) => {
                 let attrs = leaf.desc.attributes();
                 if access == AccessKind::Write && attrs.contains(Attributes::AP_RO) {
@@ -607,9 +775,16 @@ impl Mm {
         }
     }
 
-    /// A fault on a page with no translation.
-    fn fault_in(&self, st: &mut State, vma: &Vma, page_va: Va) -> Result<()> {
+    /// A fault at `va` on a page with no translation.
+    fn fault_in(&self, st: &mut State, vma: &Vma, va: Va) -> Result<()> {
         let page = self.page_size();
+        let page_va = va.align_down(page);
+        if let Backing::Frames { region, .. } = &vma.backing
+            && region.is_revoked()
+        {
+            // The driver's memory is gone: nothing may be mapped any more.
+            return Err(Error::Bus { va });
+        }
         bump(&self.counters.faults);
         if let Some(slot) = st.swapped.remove(&page_va) {
             let data = self.shared.swap.take(slot).unwrap_or_default();
@@ -629,6 +804,16 @@ impl Mm {
                 let pa = object.page(pgoff + (page_va - vma.start) / page, page)?;
                 self.map_new(pa, page_va, page, leaf_attrs(vma.prot, writable))
             }
+            Backing::Frames { region, pgoff } => {
+                let index = usize::try_from(pgoff + (page_va - vma.start) / page).ok();
+                let Some(&pa) = index.and_then(|i| region.frames().get(i)) else {
+                    return Err(Error::Bus { va });
+                };
+                self.ram().get(pa)?;
+                self.map_new(pa, page_va, page, leaf_attrs(vma.prot, writable))
+            }
+            // Refused by `fault_locked` before the tables are looked at.
+            Backing::Io { .. } => Err(Error::Bus { va }),
             Backing::Anonymous => {
                 let attrs = leaf_attrs(vma.prot, writable);
                 if let Some((base, size)) = self.try_thp(st, vma, page_va)? {
@@ -680,7 +865,7 @@ impl Mm {
     /// mapping owns the frame, otherwise copy it (copy-on-write break).
     fn write_protect_fault(&self, st: &State, vma: &Vma, leaf: &Leaf, page_va: Va) -> Result<()> {
         let writable_attrs = leaf_attrs(vma.prot, true);
-        let shared = matches!(vma.backing, Backing::Shared { .. });
+        let shared = vma.backing.is_shared_memory();
         if shared || self.owned(st, leaf)? {
             // Upgrade in place: no stale translation can allow more than the new one.
             self.table.protect(
@@ -740,13 +925,16 @@ impl Mm {
     // ---- CPU accesses ----
 
     /// Walks the tables for a CPU access, faulting pages in as needed, and calls `op` with
-    /// each physically contiguous piece: (physical address, offset in the buffer, length).
+    /// each piece: (where it goes, offset in the buffer, length). RAM pieces are physically
+    /// contiguous; a piece on device registers ([`Backing::Io`]) ends at its VMA's end and
+    /// is handed to `op` with the address-space lock released, so the device may call back
+    /// into this address space (e.g. a doorbell starting DMA that takes an I/O page fault).
     fn access(
         &self,
         va: Va,
         len: usize,
         kind: AccessKind,
-        mut op: impl FnMut(Pa, usize, usize) -> Result<()>,
+        mut op: impl FnMut(Target<'_>, usize, usize) -> Result<()>,
     ) -> Result<()> {
         let ia_top = 1u64 << self.table.config().ia_bits();
         let mut pos = 0usize;
@@ -757,8 +945,9 @@ impl Mm {
                 .ok_or(Self::segv(va + pos as u64, kind, SegvCode::MapErr))?;
             let mut done = false;
             for _ in 0..FAULT_RETRIES {
+                let mut io = None;
                 {
-                    let _st = self.read_state()?;
+                    let st = self.read_state()?;
                     let access = Access {
                         kind: kind.to_vmsa(),
                         privileged: false,
@@ -770,10 +959,29 @@ impl Mm {
                     if let Ok(t) = self.table.walk(self.ram(), at, access, httu) {
                         let in_leaf = t.size - t.pa.offset_in(t.size);
                         let n = (len - pos).min(in_leaf as usize);
-                        op(t.pa, pos, n)?;
+                        op(Target::Ram(t.pa), pos, n)?;
                         pos += n;
                         done = true;
+                    } else if let Some(vma) = st.vmas.find(at)
+                        && let Backing::Io { region, pgoff } = &vma.backing
+                    {
+                        if kind == AccessKind::Execute || !vma_allows(vma.prot, kind) {
+                            return Err(Self::segv(at, kind, SegvCode::AccErr));
+                        }
+                        let n = (vma.end - at).min((len - pos) as u64) as usize;
+                        let offset = pgoff * self.page_size() + (at - vma.start);
+                        io = Some((region.clone(), offset, n));
                     }
+                }
+                if let Some((region, offset, n)) = io {
+                    let target = IoTarget {
+                        region: &*region,
+                        offset,
+                        va: at,
+                    };
+                    op(Target::Io(target), pos, n)?;
+                    pos += n;
+                    done = true;
                 }
                 if done {
                     break;
@@ -788,38 +996,49 @@ impl Mm {
     }
 
     /// CPU loads of `buf.len()` bytes at `va`, through the tables and the fault handler.
+    /// On device registers ([`Mm::mmap_io`]) the loads are the region's reads.
     pub fn read(&self, va: Va, buf: &mut [u8]) -> Result<()> {
         let ram = self.shared.ram.clone();
-        self.access(va, buf.len(), AccessKind::Read, |pa, pos, n| {
-            Ok(ram.read(pa, &mut buf[pos..pos + n])?)
+        self.access(va, buf.len(), AccessKind::Read, |to, pos, n| match to {
+            Target::Ram(pa) => Ok(ram.read(pa, &mut buf[pos..pos + n])?),
+            Target::Io(io) => io.read(&mut buf[pos..pos + n]),
         })
     }
 
-    /// CPU stores of `data` at `va`, through the tables and the fault handler.
+    /// CPU stores of `data` at `va`, through the tables and the fault handler. On device
+    /// registers ([`Mm::mmap_io`]) the stores are the region's (posted) writes.
     pub fn write(&self, va: Va, data: &[u8]) -> Result<()> {
         let ram = self.shared.ram.clone();
-        self.access(va, data.len(), AccessKind::Write, |pa, pos, n| {
-            Ok(ram.write(pa, &data[pos..pos + n])?)
+        self.access(va, data.len(), AccessKind::Write, |to, pos, n| match to {
+            Target::Ram(pa) => Ok(ram.write(pa, &data[pos..pos + n])?),
+            Target::Io(io) => io.write(&data[pos..pos + n]),
         })
     }
 
-    /// CPU instruction fetches of `buf.len()` bytes at `va`.
+    /// CPU instruction fetches of `buf.len()` bytes at `va`. Device registers are
+    /// execute-never: a fetch there is [`SegvCode::AccErr`].
     pub fn fetch(&self, va: Va, buf: &mut [u8]) -> Result<()> {
         let ram = self.shared.ram.clone();
-        self.access(va, buf.len(), AccessKind::Execute, |pa, pos, n| {
-            Ok(ram.read(pa, &mut buf[pos..pos + n])?)
+        self.access(va, buf.len(), AccessKind::Execute, |to, pos, n| match to {
+            Target::Ram(pa) => Ok(ram.read(pa, &mut buf[pos..pos + n])?),
+            // Not reached: `access` refuses fetches from device registers.
+            Target::Io(io) => Err(Self::segv(io.va, AccessKind::Execute, SegvCode::AccErr)),
         })
     }
 
-    /// Fills `len` bytes at `va` with `byte`, as CPU stores.
+    /// Fills `len` bytes at `va` with `byte`, as CPU stores (one region write per piece on
+    /// device registers).
     pub fn fill(&self, va: Va, byte: u8, len: usize) -> Result<()> {
         let ram = self.shared.ram.clone();
-        self.access(va, len, AccessKind::Write, |pa, _, n| {
-            Ok(ram.fill(pa, byte, n as u64)?)
+        self.access(va, len, AccessKind::Write, |to, _, n| match to {
+            Target::Ram(pa) => Ok(ram.fill(pa, byte, n as u64)?),
+            Target::Io(io) => io.write(&vec![byte; n]),
         })
     }
 
-    /// Touches every page of `[va, va + len)` with `kind` accesses (faulting them in).
+    /// Touches every page of `[va, va + len)` with `kind` accesses (faulting them in). On
+    /// device registers these are real register accesses: a one-byte read per page, and
+    /// for `Write` that read followed by a one-byte write of the value read.
     pub fn touch(&self, va: Va, len: u64, kind: AccessKind) -> Result<()> {
         let page = self.page_size();
         let mut at = va.align_down(page);
@@ -852,6 +1071,38 @@ impl Mm {
             .walk(self.ram(), va, access, Httu::default())
             .ok()
             .map(|t| t.pa))
+    }
+
+    /// ENQCMD: a non-posted 64-byte store of `data` to a work-queue portal at `va`, which
+    /// must be 64-byte aligned ([`Error::EnqcmdUnaligned`]) and inside device registers
+    /// ([`Mm::mmap_io`]; [`Error::NotDeviceMemory`] on other memory, [`SegvCode::MapErr`]
+    /// where nothing is mapped) that the process may write ([`SegvCode::AccErr`]). The
+    /// region's `enqueue` gets the offset, `data` and this process's [`Mm::pasid`];
+    /// returns whether the device accepted the command (`false`: retry, ZF = 1). A region
+    /// that does not take ENQCMD there gives [`Error::IoUnsupported`].
+    pub fn enqcmd(&self, va: Va, data: &[u8; 64]) -> Result<bool> {
+        if !va.is_aligned(64) {
+            return Err(Error::EnqcmdUnaligned(va));
+        }
+        let access = AccessKind::Write;
+        let (region, offset) = {
+            let st = self.read_state()?;
+            let vma = st
+                .vmas
+                .find(va)
+                .ok_or(Self::segv(va, access, SegvCode::MapErr))?;
+            let Backing::Io { region, pgoff } = &vma.backing else {
+                return Err(Error::NotDeviceMemory(va));
+            };
+            if !vma_allows(vma.prot, access) {
+                return Err(Self::segv(va, access, SegvCode::AccErr));
+            }
+            (region.clone(), pgoff * self.page_size() + (va - vma.start))
+        };
+        // The lock is released: the device may act on the command at once.
+        region
+            .enqueue(offset, data, self.pasid())
+            .map_err(|e| io_error(e, va, offset))
     }
 
     // ---- pinning for devices ----
@@ -1067,7 +1318,11 @@ impl Mm {
         let st = self.write_state()?;
         let mut cst = child.write_state()?;
         for vma in st.vmas.iter() {
-            if vma.flags.contains(MapFlags::DONTCOPY) {
+            // Device mappings cannot be wiped (there is no zero page of device memory or of
+            // driver frames): WIPEONFORK leaves them out of the child like DONTCOPY.
+            if vma.flags.contains(MapFlags::DONTCOPY)
+                || (vma.backing.is_device() && vma.flags.contains(MapFlags::WIPEONFORK))
+            {
                 continue;
             }
             cst.vmas.insert(vma.clone());
@@ -1184,5 +1439,48 @@ impl Drop for Mm {
 impl AsidTlb<'_> {
     fn invalidate_leaf(&self, va: Va, size: u64) {
         sva_vmsa::TlbInvalidate::invalidate(self, va, size, true);
+    }
+}
+
+/// Where a piece of a CPU access goes.
+enum Target<'a> {
+    /// Physical memory.
+    Ram(Pa),
+    /// Device registers.
+    Io(IoTarget<'a>),
+}
+
+/// A piece of a CPU access on device registers: `region` at `offset`, which is `va`.
+struct IoTarget<'a> {
+    region: &'a dyn IoMemory,
+    offset: u64,
+    va: Va,
+}
+
+impl IoTarget<'_> {
+    fn read(&self, buf: &mut [u8]) -> Result<()> {
+        self.region
+            .read(self.offset, buf)
+            .map_err(|e| io_error(e, self.va, self.offset))
+    }
+
+    fn write(&self, data: &[u8]) -> Result<()> {
+        self.region
+            .write(self.offset, data)
+            .map_err(|e| io_error(e, self.va, self.offset))
+    }
+}
+
+/// The address-space error for a failed register access that started at region offset
+/// `offset`, which `va` maps: the failing offset is translated back to its address.
+fn io_error(e: IoError, va: Va, offset: u64) -> Error {
+    let at = |off: u64| {
+        off.checked_sub(offset)
+            .and_then(|d| va.checked_add(d))
+            .unwrap_or(va)
+    };
+    match e {
+        IoError::Bus(off) => Error::Bus { va: at(off) },
+        IoError::Unsupported(off) => Error::IoUnsupported { va: at(off) },
     }
 }

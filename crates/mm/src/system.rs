@@ -133,8 +133,10 @@ impl System {
     }
 
     /// fork: a new process whose address space is a copy-on-write copy of `parent`'s.
-    /// MAP_SHARED mappings are shared, DONTCOPY ones left out, WIPEONFORK ones empty.
-    /// Notifiers are not inherited: the child is bound to no device.
+    /// MAP_SHARED mappings are shared, DONTCOPY ones left out, WIPEONFORK ones empty
+    /// (device mappings, [`Mm::mmap_io`] and [`Mm::mmap_frames`], with WIPEONFORK are left
+    /// out like DONTCOPY). Notifiers are not inherited: the child is bound to no device, and
+    /// it has no PASID ([`Mm::pasid`]).
     pub fn fork(&self, parent: Pid) -> Result<Arc<Mm>> {
         let parent = self.process(parent)?;
         let pid = Pid(self.next_pid.fetch_add(1, Ordering::Relaxed));

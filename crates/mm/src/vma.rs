@@ -1,7 +1,7 @@
 //! Virtual memory areas: the address space's map of what may be mapped where, with split
 //! on partial munmap/mprotect and merge of compatible neighbours.
 
-use crate::{MapFlags, Prot};
+use crate::{FrameRegion, IoMemory, MapFlags, Prot};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use sva_addr::Va;
@@ -58,7 +58,7 @@ impl Drop for ShmObject {
 }
 
 /// What backs a VMA's pages.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Backing {
     /// Private anonymous memory: zero-fill on demand, copy-on-write after fork.
     Anonymous,
@@ -69,6 +69,68 @@ pub enum Backing {
         /// Page offset of the VMA's first page in the object.
         pgoff: u64,
     },
+    /// Device registers (`remap_pfn_range` of MMIO): no frames and no page-table entries;
+    /// CPU accesses to byte `b` of the VMA go to `region` at `pgoff * page + b`.
+    Io {
+        /// The registers.
+        region: Arc<dyn IoMemory>,
+        /// Page offset of the VMA's first page in the region.
+        pgoff: u64,
+    },
+    /// Driver-owned frames (`dma_mmap_coherent`): page `i` of the VMA is
+    /// `region.frames()[pgoff + i]`, shared (never copied on write).
+    Frames {
+        /// The frames.
+        region: Arc<FrameRegion>,
+        /// Page offset of the VMA's first page in the region.
+        pgoff: u64,
+    },
+}
+
+impl core::fmt::Debug for Backing {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Backing::Anonymous => f.write_str("Anonymous"),
+            Backing::Shared { object, pgoff } => f
+                .debug_struct("Shared")
+                .field("object", object)
+                .field("pgoff", pgoff)
+                .finish(),
+            Backing::Io { region, pgoff } => f
+                .debug_struct("Io")
+                .field("size", &region.size())
+                .field("pgoff", pgoff)
+                .finish(),
+            Backing::Frames { region, pgoff } => f
+                .debug_struct("Frames")
+                .field("region", region)
+                .field("pgoff", pgoff)
+                .finish(),
+        }
+    }
+}
+
+impl Backing {
+    /// Whether the pages are shared memory that a write never copies (MAP_SHARED objects
+    /// and driver frames).
+    pub(crate) fn is_shared_memory(&self) -> bool {
+        matches!(self, Backing::Shared { .. } | Backing::Frames { .. })
+    }
+
+    /// Whether a driver installed this mapping (device registers or driver frames).
+    pub(crate) fn is_device(&self) -> bool {
+        matches!(self, Backing::Io { .. } | Backing::Frames { .. })
+    }
+
+    /// The page offset into the backing object, for backings that have one.
+    fn pgoff_mut(&mut self) -> Option<&mut u64> {
+        match self {
+            Backing::Anonymous => None,
+            Backing::Shared { pgoff, .. }
+            | Backing::Io { pgoff, .. }
+            | Backing::Frames { pgoff, .. } => Some(pgoff),
+        }
+    }
 }
 
 /// One virtual memory area.
@@ -114,6 +176,26 @@ impl Vma {
                     pgoff: pb,
                 },
             ) => Arc::ptr_eq(a, b) && pa + self.len() / page == *pb,
+            (
+                Backing::Io {
+                    region: a,
+                    pgoff: pa,
+                },
+                Backing::Io {
+                    region: b,
+                    pgoff: pb,
+                },
+            ) => Arc::ptr_eq(a, b) && pa + self.len() / page == *pb,
+            (
+                Backing::Frames {
+                    region: a,
+                    pgoff: pa,
+                },
+                Backing::Frames {
+                    region: b,
+                    pgoff: pb,
+                },
+            ) => Arc::ptr_eq(a, b) && pa + self.len() / page == *pb,
             _ => false,
         }
     }
@@ -122,7 +204,7 @@ impl Vma {
     fn split_off(&mut self, at: Va, page: u64) -> Vma {
         let mut upper = self.clone();
         upper.start = at;
-        if let Backing::Shared { pgoff, .. } = &mut upper.backing {
+        if let Some(pgoff) = upper.backing.pgoff_mut() {
             *pgoff += (at - self.start) / page;
         }
         self.end = at;
@@ -325,6 +407,72 @@ mod tests {
         assert_eq!(m.find(Va(0x4fff)).unwrap().start, Va(0x4000));
         assert_eq!(m.covers(Va(0x1000), Va(0x2000)), Ok(()));
         assert_eq!(m.covers(Va(0x1000), Va(0x5000)), Err(Va(0x2000)));
+    }
+
+    struct Regs(u64);
+
+    impl IoMemory for Regs {
+        fn size(&self) -> u64 {
+            self.0
+        }
+        fn read(&self, _: u64, _: &mut [u8]) -> Result<(), crate::IoError> {
+            Ok(())
+        }
+        fn write(&self, _: u64, _: &[u8]) -> Result<(), crate::IoError> {
+            Ok(())
+        }
+    }
+
+    fn io(start: u64, end: u64, region: &Arc<dyn IoMemory>, pgoff: u64) -> Vma {
+        Vma {
+            start: Va(start),
+            end: Va(end),
+            prot: Prot::READ,
+            flags: MapFlags::SHARED,
+            backing: Backing::Io {
+                region: region.clone(),
+                pgoff,
+            },
+        }
+    }
+
+    fn pgoffs(m: &VmaMap) -> Vec<(u64, u64)> {
+        m.iter()
+            .map(|v| match &v.backing {
+                Backing::Io { pgoff, .. } | Backing::Frames { pgoff, .. } => {
+                    (v.start.raw(), *pgoff)
+                }
+                _ => (v.start.raw(), u64::MAX),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn device_mappings_split_with_offsets_and_merge_only_within_a_region() {
+        let a: Arc<dyn IoMemory> = Arc::new(Regs(0x4000));
+        let b: Arc<dyn IoMemory> = Arc::new(Regs(0x4000));
+        let mut m = VmaMap::new(0x1000);
+        m.insert(io(0x10000, 0x14000, &a, 0));
+        m.update_range(Va(0x11000), Va(0x13000), |v| v.prot = Prot::NONE);
+        assert_eq!(
+            pgoffs(&m),
+            [(0x10000, 0), (0x11000, 1), (0x13000, 3)],
+            "a split keeps each part's offset into the region"
+        );
+        m.update_range(Va(0x11000), Va(0x13000), |v| v.prot = Prot::READ);
+        assert_eq!(
+            pgoffs(&m),
+            [(0x10000, 0)],
+            "the parts of one region merge back"
+        );
+        // Another region right after, and the same region at a non-matching offset: both
+        // stay separate VMAs.
+        m.insert(io(0x14000, 0x18000, &b, 0));
+        m.insert(io(0x18000, 0x1c000, &a, 0));
+        assert_eq!(pgoffs(&m), [(0x10000, 0), (0x14000, 0), (0x18000, 0)]);
+        let removed = m.remove_range(Va(0x10000), Va(0x12000));
+        assert_eq!(removed.len(), 1);
+        assert_eq!(pgoffs(&m)[0], (0x12000, 2));
     }
 
     #[test]

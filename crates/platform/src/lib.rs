@@ -21,9 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use sva_iommu::{DeviceId, PageRequest, Sva};
 use sva_mm::{MmConfig, System, TlbSnooper, Tlbi};
+use sva_pcie::{Capabilities, DmaConfig, PciFunction};
 use sva_physmem::Ram;
 use sva_smmuv3::{BroadcastTlbi, IrqLine, Smmu, SmmuConfig};
-use sva_smmuv3_driver::{DeviceDesc, ProbeOptions, SmmuDriver, SmmuSva};
+use sva_smmuv3_driver::{DeviceDesc, FaultPath, ProbeOptions, SmmuDriver, SmmuSva};
 use sva_smmuv3_spec::event::Event;
 use sva_smmuv3_spec::pri::PriResponse;
 
@@ -39,6 +40,20 @@ pub enum Error {
     /// The driver failed to probe the SMMU.
     #[error("SMMU probe failed: {0}")]
     Probe(#[from] sva_smmuv3_driver::Error),
+}
+
+/// Errors enabling SVA for a PCIe function.
+#[derive(Debug, thiserror::Error)]
+pub enum SvaError {
+    /// The platform was built without the SVA core.
+    #[error("the platform has no SVA core")]
+    NoCore,
+    /// The core refused.
+    #[error(transparent)]
+    Core(#[from] sva_iommu::Error),
+    /// The function refused a capability setting.
+    #[error(transparent)]
+    Pci(#[from] sva_pcie::Error),
 }
 
 /// What to build.
@@ -278,6 +293,70 @@ impl Platform {
     /// Lines raised and not yet delivered.
     pub fn pending_irqs(&self) -> Vec<IrqLine> {
         lock(&self.irqs.pending).iter().copied().collect()
+    }
+
+    /// Plugs a PCIe function in at `sid` and tells the driver what it is (PRI devices
+    /// fault through PRI, others through stall; ATS as the function has it). Its
+    /// capabilities start disabled: see [`Platform::enable_sva`].
+    pub fn pci_function(
+        &self,
+        sid: sva_addr::StreamId,
+        caps: Capabilities,
+        config: DmaConfig,
+    ) -> Arc<PciFunction> {
+        let fault_path = if caps.pri_capacity > 0 && self.smmu.config().pri {
+            FaultPath::Pri
+        } else {
+            FaultPath::Stall
+        };
+        self.iommu.describe(
+            DeviceId(sid.raw()),
+            DeviceDesc {
+                fault_path,
+                ats: caps.ats && self.smmu.config().ats,
+            },
+        );
+        PciFunction::new(&self.smmu, &self.ram, sid, caps, config)
+    }
+
+    /// What a device driver does to use SVA with a function, in the order PCIe requires:
+    /// the IOMMU side first ([`Sva::enable_device`]), then PASID, ATS (STU 4 KiB) and PRI
+    /// (allocation = the function's capacity) as far as both the function and the SMMU
+    /// have them. Enabling may interrupt the function's DMA in flight.
+    pub fn enable_sva(
+        &self,
+        function: &PciFunction,
+        features: sva_iommu::SvaFeatures,
+    ) -> Result<(), SvaError> {
+        let sva = self.sva.as_ref().ok_or(SvaError::NoCore)?;
+        sva.enable_device(DeviceId(function.sid().raw()), features)?;
+        let caps = function.capabilities();
+        let cfg = self.smmu.config();
+        let enable = || -> Result<(), sva_pcie::Error> {
+            function.enable_pasid(false, false)?;
+            if caps.ats && cfg.ats {
+                function.enable_ats(0)?;
+                if features.iopf && caps.pri_capacity > 0 && cfg.pri {
+                    function.enable_pri(caps.pri_capacity)?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = enable() {
+            let _ = sva.disable_device(DeviceId(function.sid().raw()));
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Platform::enable_sva`]: PRI, ATS, PASID off, then the IOMMU side.
+    pub fn disable_sva(&self, function: &PciFunction) -> Result<(), SvaError> {
+        let sva = self.sva.as_ref().ok_or(SvaError::NoCore)?;
+        function.disable_pri();
+        function.disable_ats()?;
+        function.disable_pasid()?;
+        sva.disable_device(DeviceId(function.sid().raw()))?;
+        Ok(())
     }
 
     /// A scriptable endpoint at `sid`.
