@@ -35,6 +35,9 @@ pub enum Error {
     /// A CPU access of the user library failed (including portal stores).
     #[error(transparent)]
     Mm(#[from] sva_mm::Error),
+    /// User library: uacce refused (open, mmap, start, ioctl).
+    #[error(transparent)]
+    Uacce(#[from] sva_uacce::Error),
 }
 
 /// Result with [`Error`].

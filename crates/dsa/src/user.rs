@@ -85,6 +85,8 @@ pub struct DsaSession {
     scratch_len: u64,
     list: Va,
     stats: SessionStats,
+    /// The uacce queue behind the session, when it opened one: closed with it.
+    handle: Option<sva_uacce::Queue>,
 }
 
 impl core::fmt::Debug for DsaSession {
@@ -143,7 +145,27 @@ impl DsaSession {
             scratch_len,
             list: scratch + list_off,
             stats: SessionStats::default(),
+            handle: None,
         })
+    }
+
+    /// Opens a work queue of the uacce device `dev` for the process `mm` (binding it),
+    /// maps the portal, starts the queue and learns whether it is shared: a session in a
+    /// few lines. The queue is closed (and `mm` unbound) with the session.
+    pub fn open(dev: &Arc<sva_uacce::Uacce>, mm: &Arc<Mm>, config: SessionConfig) -> Result<Self> {
+        use sva_uacce::{Queue, Region};
+        let q = Queue::open(dev, mm)?;
+        let portal = q.mmap(mm, Region::Mmio)?;
+        let shared = q.ioctl(mm, crate::driver::IOCTL_WQ_SHARED, 0)? != 0;
+        q.start(mm)?;
+        let mut s = Self::with_config(mm, portal, shared, config)?;
+        s.handle = Some(q);
+        Ok(s)
+    }
+
+    /// The uacce queue, when [`DsaSession::open`] opened it.
+    pub fn handle(&self) -> Option<&sva_uacce::Queue> {
+        self.handle.as_ref()
     }
 
     /// The session's counters.
