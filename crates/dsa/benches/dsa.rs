@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sva_addr::StreamId;
 use sva_dsa::{Device, DeviceConfig, DsaDriver, DsaSession, SessionConfig, Status};
-use sva_iommu::{DeviceId, SvaFeatures};
+use sva_iommu::DeviceId;
 use sva_mm::{AccessKind, MapFlags, Prot};
-use sva_pcie::{Capabilities, DmaConfig};
+use sva_pcie::Capabilities;
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::Uacce;
 
@@ -34,15 +34,7 @@ fn benches(c: &mut Criterion) {
         atc_entries: 1 << 16,
         ..Capabilities::default()
     };
-    let f = p.pci_function(StreamId(1), caps, DmaConfig::default());
-    p.enable_sva(
-        &f,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let f = p.sva_function(StreamId(1), caps).unwrap();
     let device = Device::new(
         f,
         DeviceConfig {

@@ -9,9 +9,9 @@ use sva_addr::StreamId;
 use sva_dsa::{
     Device, DeviceConfig, DsaDriver, DsaSession, SessionConfig, Status, WqConfig, WqMode,
 };
-use sva_iommu::{DeviceId, SvaFeatures};
+use sva_iommu::DeviceId;
 use sva_mm::{MapFlags, Prot};
-use sva_pcie::{Capabilities, DmaConfig};
+use sva_pcie::Capabilities;
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::UacceQueueOps;
 
@@ -25,15 +25,7 @@ fn a_process_copies_through_a_shared_wq_on_the_smmu() {
         ..PlatformConfig::default()
     })
     .unwrap();
-    let f = p.pci_function(SID, Capabilities::default(), DmaConfig::default());
-    p.enable_sva(
-        &f,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let f = p.sva_function(SID, Capabilities::default()).unwrap();
     let mm = p.system.spawn().unwrap();
     let sva = p.sva.as_ref().unwrap();
     let bond = sva.bind(DeviceId(SID.raw()), &mm).unwrap();

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use sva_addr::{StreamId, Va};
 use sva_dsa::{Device, DeviceConfig, DsaDriver, DsaSession, SessionConfig, Status};
-use sva_iommu::{DeviceId, SvaFeatures};
+use sva_iommu::DeviceId;
 use sva_mm::{MapFlags, Mm, Prot};
-use sva_pcie::{Capabilities, DmaConfig, PciFunction};
+use sva_pcie::{Capabilities, PciFunction};
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::Uacce;
 
@@ -28,15 +28,7 @@ fn rig(irq_thread: bool) -> Rig {
         ..PlatformConfig::default()
     })
     .unwrap();
-    let f = p.pci_function(SID, Capabilities::default(), DmaConfig::default());
-    p.enable_sva(
-        &f,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let f = p.sva_function(SID, Capabilities::default()).unwrap();
     let device = Device::new(f.clone(), DeviceConfig::default()).unwrap();
     let driver = DsaDriver::new(Arc::new(device)).unwrap();
     let dev = Uacce::register(

@@ -349,6 +349,24 @@ impl Platform {
         Ok(())
     }
 
+    /// A function at `sid` with the default DMA tunables, enabled for SVA with I/O page
+    /// faults: what most device drivers set up.
+    pub fn sva_function(
+        &self,
+        sid: sva_addr::StreamId,
+        caps: Capabilities,
+    ) -> Result<Arc<PciFunction>, SvaError> {
+        let f = self.pci_function(sid, caps, DmaConfig::default());
+        self.enable_sva(
+            &f,
+            sva_iommu::SvaFeatures {
+                iopf: true,
+                max_pasid: None,
+            },
+        )?;
+        Ok(f)
+    }
+
     /// Undoes [`Platform::enable_sva`]: PRI, ATS, PASID off, then the IOMMU side.
     pub fn disable_sva(&self, function: &PciFunction) -> Result<(), SvaError> {
         let sva = self.sva.as_ref().ok_or(SvaError::NoCore)?;

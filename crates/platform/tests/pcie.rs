@@ -30,8 +30,7 @@ fn platform(smmu: SmmuConfig) -> Platform {
 /// A platform, a function with `caps` enabled for SVA, and a process bound to it.
 fn setup(caps: Capabilities, smmu: SmmuConfig) -> (Platform, Arc<PciFunction>, Arc<Mm>, Bond) {
     let p = platform(smmu);
-    let f = p.pci_function(StreamId(0x10), caps, DmaConfig::default());
-    p.enable_sva(&f, IOPF).unwrap();
+    let f = p.sva_function(StreamId(0x10), caps).unwrap();
     let mm = p.system.spawn().unwrap();
     let bond = p.sva.as_ref().unwrap().bind(DeviceId(0x10), &mm).unwrap();
     (p, f, mm, bond)

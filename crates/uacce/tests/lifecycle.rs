@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use sva_addr::{Pasid, StreamId, Va};
-use sva_iommu::{DeviceId, SvaFeatures};
+use sva_iommu::DeviceId;
 use sva_mm::{AccessKind, FrameRegion, IoError, IoMemory, MapFlags, Mm, Prot};
-use sva_pcie::{Capabilities, Dma, DmaConfig, DmaCtx, PciFunction};
+use sva_pcie::{Capabilities, Dma, DmaCtx, PciFunction};
 use sva_physmem::PhysMemory;
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::{
@@ -148,15 +148,7 @@ fn rig(queues: usize) -> Rig {
         ..PlatformConfig::default()
     })
     .unwrap();
-    let f = p.pci_function(SID, Capabilities::default(), DmaConfig::default());
-    p.enable_sva(
-        &f,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let f = p.sva_function(SID, Capabilities::default()).unwrap();
     let released = Arc::new(AtomicUsize::new(0));
     let ops = Arc::new(LoopDevice {
         function: f,

@@ -8,9 +8,9 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sva_addr::{StreamId, Va};
-use sva_iommu::{DeviceId, Domain, SvaFeatures};
+use sva_iommu::{DeviceId, Domain};
 use sva_mm::{AccessKind, MapFlags, Mm, Prot};
-use sva_pcie::{Capabilities, DmaConfig};
+use sva_pcie::Capabilities;
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::Uacce;
 use sva_zip::driver::{ZipDriver, ZipDriverConfig};
@@ -65,15 +65,9 @@ fn benches(c: &mut Criterion) {
         ..PlatformConfig::default()
     })
     .unwrap();
-    let f = p.pci_function(StreamId(1), Capabilities::default(), DmaConfig::default());
-    p.enable_sva(
-        &f,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let f = p
+        .sva_function(StreamId(1), Capabilities::default())
+        .unwrap();
     let sva = p.sva.clone().unwrap();
     let dom = sva.dma_domain().unwrap();
     sva.attach_domain(DeviceId(1), Domain::Dma(dom.clone()))

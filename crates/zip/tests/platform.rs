@@ -6,9 +6,9 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 use sva_addr::{StreamId, Va};
-use sva_iommu::{DeviceId, Domain, SvaFeatures};
+use sva_iommu::{DeviceId, Domain};
 use sva_mm::{MapFlags, Prot};
-use sva_pcie::{Capabilities, DmaConfig};
+use sva_pcie::Capabilities;
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::UacceOps;
 use sva_zip::driver::{
@@ -32,15 +32,7 @@ fn compress_and_decompress_through_the_smmu() {
         ..PlatformConfig::default()
     })
     .unwrap();
-    let f = p.pci_function(SID, Capabilities::default(), DmaConfig::default());
-    p.enable_sva(
-        &f,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let f = p.sva_function(SID, Capabilities::default()).unwrap();
     let sva = p.sva.clone().unwrap();
     let dom = sva.dma_domain().unwrap();
     sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();

@@ -6,9 +6,9 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 use sva_addr::{StreamId, Va};
-use sva_iommu::{DeviceId, Domain, SvaFeatures};
+use sva_iommu::{DeviceId, Domain};
 use sva_mm::{AccessKind, MapFlags, Mm, Prot};
-use sva_pcie::{Capabilities, DmaConfig, PciFunction};
+use sva_pcie::{Capabilities, PciFunction};
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::Uacce;
 use sva_zip::driver::{ZipDriver, ZipDriverConfig};
@@ -31,15 +31,7 @@ fn rig(irq_thread: bool) -> Rig {
         ..PlatformConfig::default()
     })
     .unwrap();
-    let f = p.pci_function(SID, Capabilities::default(), DmaConfig::default());
-    p.enable_sva(
-        &f,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let f = p.sva_function(SID, Capabilities::default()).unwrap();
     let sva = p.sva.clone().unwrap();
     let dom = sva.dma_domain().unwrap();
     sva.attach_domain(DeviceId(SID.raw()), Domain::Dma(dom.clone()))
