@@ -230,6 +230,57 @@ impl PhysMemory for SparseRam {
         )
     }
 
+    /// Word to word when source and destination share their alignment within a word (the
+    /// common case: page-aligned DMA), one pass with no staging buffer; byte-wise through
+    /// a buffer otherwise.
+    fn copy(&self, src: Pa, dst: Pa, len: u64) -> Result<()> {
+        self.check_range(src, len)?;
+        self.check_range(dst, len)?;
+        if src.raw() % 8 != dst.raw() % 8 {
+            let mut buf = [0u8; FRAME_SIZE as usize];
+            let mut done = 0;
+            while done < len {
+                let n = (len - done).min(FRAME_SIZE) as usize;
+                self.read(src + done, &mut buf[..n])?;
+                self.write(dst + done, &buf[..n])?;
+                done += n as u64;
+            }
+            return Ok(());
+        }
+        let mut done = 0;
+        while done < len {
+            let (s, d) = (src + done, dst + done);
+            let s_off = (s.raw() & (FRAME_SIZE - 1)) as usize;
+            let d_off = (d.raw() & (FRAME_SIZE - 1)) as usize;
+            let n = (FRAME_SIZE as usize - s_off)
+                .min(FRAME_SIZE as usize - d_off)
+                .min((len - done) as usize);
+            let to = self.frame_mut(d.raw() >> FRAME_SHIFT);
+            match self.frame(s.raw() >> FRAME_SHIFT) {
+                None => write_frame(to, d_off, &[0u8; FRAME_SIZE as usize][..n]),
+                Some(from) => {
+                    let (head, first, words) = word_span(s_off, n);
+                    let mut part = [0u8; 8];
+                    read_partial(from, s_off, &mut part[..head]);
+                    write_partial(to, d_off, &part[..head]);
+                    let dst_first = (d_off + head) / 8;
+                    for (out, cell) in to[dst_first..dst_first + words]
+                        .iter()
+                        .zip(&from[first..first + words])
+                    {
+                        out.store(cell.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                    let body = head + words * 8;
+                    let tail = n - body;
+                    read_partial(from, s_off + body, &mut part[..tail]);
+                    write_partial(to, d_off + body, &part[..tail]);
+                }
+            }
+            done += n as u64;
+        }
+        Ok(())
+    }
+
     fn fill(&self, pa: Pa, byte: u8, len: u64) -> Result<()> {
         self.check_range(pa, len)?;
         let word = u64::from_ne_bytes([byte; 8]);
@@ -258,6 +309,33 @@ impl PhysMemory for SparseRam {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The word-to-word copy agrees with reading and writing the same bytes, for any
+        /// alignment, length and frame crossing, from written and never-written memory.
+        #[test]
+        fn copy_matches_read_then_write(
+            src in 0u64..2 * FRAME_SIZE,
+            dst in 5 * FRAME_SIZE..7 * FRAME_SIZE,
+            len in 0u64..2 * FRAME_SIZE + 20,
+            written in proptest::bool::ANY,
+        ) {
+            let ram = SparseRam::new(16 * FRAME_SIZE).unwrap();
+            let image: Vec<u8> = (0..8 * FRAME_SIZE).map(|i| (i * 7 + i / 4096) as u8).collect();
+            ram.write(Pa(5 * FRAME_SIZE), &image[..4 * FRAME_SIZE as usize]).unwrap();
+            if written {
+                ram.write(Pa(0), &image[..4 * FRAME_SIZE as usize]).unwrap();
+            }
+            let mut expected = vec![0u8; 12 * FRAME_SIZE as usize];
+            ram.read(Pa(0), &mut expected).unwrap();
+            let moved = expected[src as usize..(src + len) as usize].to_vec();
+            expected[dst as usize..(dst + len) as usize].copy_from_slice(&moved);
+            ram.copy(Pa(src), Pa(dst), len).unwrap();
+            let mut got = vec![0u8; 12 * FRAME_SIZE as usize];
+            ram.read(Pa(0), &mut got).unwrap();
+            proptest::prop_assert!(got == expected);
+        }
+    }
 
     #[test]
     fn untouched_memory_reads_zero_and_commits_nothing() {
