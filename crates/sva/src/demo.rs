@@ -192,6 +192,7 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
         "after the exits every frame and swap slot is free",
     )?;
     crate::sva_demo::run(&mut c)?;
+    crate::accel_demo::run(&mut c)?;
     let failed = c.failed;
     writeln!(
         c.out,
