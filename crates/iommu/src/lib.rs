@@ -20,4 +20,4 @@ pub use driver::{DomainConfig, DriverError, IommuDriver, SvaCaps, SvaContext};
 pub use error::{Error, Result};
 pub use iopf::{DeviceId, IopfQueue, IopfStats, PageRequest, PageResponse, ResponseSink};
 pub use pasid::PasidAllocator;
-pub use sva::{Bond, ExitHandler, Sva, SvaFeatures};
+pub use sva::{Bond, ExitHandler, Sva, SvaFeatures, SvaStats};

@@ -15,6 +15,7 @@ use crate::driver::{IommuDriver, SvaContext};
 use crate::iopf::{DeviceId, IopfQueue, PageRequest, PageResponse, ResponseSink};
 use crate::{Error, PasidAllocator, Result};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use sva_addr::{Asid, Pasid, Va};
 use sva_mm::{InvalidateRange, Mm, MmuNotifier, NotifierId, Pid};
@@ -86,6 +87,27 @@ struct Inner {
     iopf: IopfQueue,
     bind_lock: Mutex<State>,
     exit_handlers: Mutex<BTreeMap<DeviceId, ExitHandler>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    binds: AtomicU64,
+    unbinds: AtomicU64,
+    pasids_allocated: AtomicU64,
+}
+
+/// Counters of the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SvaStats {
+    /// Successful binds (a rebind of the same pair counts again).
+    pub binds: u64,
+    /// Successful unbinds.
+    pub unbinds: u64,
+    /// PASIDs handed to address spaces.
+    pub pasids_allocated: u64,
+    /// Address spaces holding a PASID now.
+    pub pasids_in_use: u64,
 }
 
 /// The SVA core for one IOMMU driver.
@@ -165,6 +187,7 @@ impl Sva {
                 iopf: IopfQueue::new(iopf_workers, sink),
                 bind_lock: Mutex::new(State::default()),
                 exit_handlers: Mutex::new(BTreeMap::new()),
+                counters: Counters::default(),
             }),
         }
     }
@@ -259,6 +282,17 @@ impl Sva {
         self.bind_mode(device, mm, false)
     }
 
+    /// Bind, unbind and PASID counters.
+    pub fn stats(&self) -> SvaStats {
+        let c = &self.inner.counters;
+        SvaStats {
+            binds: c.binds.load(Ordering::Relaxed),
+            unbinds: c.unbinds.load(Ordering::Relaxed),
+            pasids_allocated: c.pasids_allocated.load(Ordering::Relaxed),
+            pasids_in_use: lock(&self.inner.bind_lock).spaces.len() as u64,
+        }
+    }
+
     /// Binds `device` to `mm` with a private I/O page table at the address space's PASID,
     /// for devices that cannot take I/O page faults: the device sees only what
     /// [`Sva::map`] mapped (pinned, at the same addresses as in the process), and two
@@ -269,6 +303,12 @@ impl Sva {
     }
 
     fn bind_mode(&self, device: DeviceId, mm: &Arc<Mm>, private: bool) -> Result<Bond> {
+        let bond = self.bind_locked(device, mm, private)?;
+        self.inner.counters.binds.fetch_add(1, Ordering::Relaxed);
+        Ok(bond)
+    }
+
+    fn bind_locked(&self, device: DeviceId, mm: &Arc<Mm>, private: bool) -> Result<Bond> {
         let inner = &self.inner;
         let mut guard = lock(&inner.bind_lock);
         let st = &mut *guard;
@@ -315,6 +355,7 @@ impl Sva {
             }
             None => {
                 let pasid = inner.pasids.alloc(inner.driver.min_pasid(), max)?;
+                inner.counters.pasids_allocated.fetch_add(1, Ordering::Relaxed);
                 let notifier = Arc::new(SvaNotifier {
                     inner: Arc::downgrade(inner),
                     pasid,
@@ -394,6 +435,12 @@ impl Sva {
     /// removes the context and invalidates what the IOMMU and the device cached. The PASID
     /// returns to the allocator when its address space has no bond left.
     pub fn unbind(&self, bond: Bond) -> Result<()> {
+        self.unbind_locked(bond)?;
+        self.inner.counters.unbinds.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn unbind_locked(&self, bond: Bond) -> Result<()> {
         let inner = &self.inner;
         let mut guard = lock(&inner.bind_lock);
         let st = &mut *guard;

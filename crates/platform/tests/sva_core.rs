@@ -543,3 +543,24 @@ fn a_forked_child_is_not_bound() {
         b"child!"
     );
 }
+
+#[test]
+fn the_core_counts_binds_unbinds_and_pasids() {
+    let p = platform(false);
+    let sva = p.sva.clone().unwrap();
+    p.device(PRI_DEV, PRI);
+    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    let a = p.system.spawn().unwrap();
+    let b = p.system.spawn().unwrap();
+    let ba = sva.bind(dev(PRI_DEV), &a).unwrap();
+    let again = sva.bind(dev(PRI_DEV), &a).unwrap();
+    let bb = sva.bind(dev(PRI_DEV), &b).unwrap();
+    let s = sva.stats();
+    assert_eq!((s.binds, s.unbinds, s.pasids_allocated, s.pasids_in_use), (3, 0, 2, 2));
+    for bond in [ba, again, bb] {
+        sva.unbind(bond).unwrap();
+    }
+    assert!(sva.unbind(bb).is_err(), "a failed unbind is not counted");
+    let s = sva.stats();
+    assert_eq!((s.binds, s.unbinds, s.pasids_allocated, s.pasids_in_use), (3, 3, 2, 0));
+}
