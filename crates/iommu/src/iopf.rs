@@ -16,8 +16,8 @@
 //! one worker chosen by PASID, so a device sees its responses in order.
 
 use crate::sync::{
-    Condvar, JoinHandle, Mutex, MutexGuard, Receiver, RwLock, RwLockWriteGuard, Sender, channel,
-    thread,
+    Condvar, JoinHandle, Mutex, MutexGuard, Receiver, RwLock, RwLockWriteGuard, SPIN, Sender,
+    TryRecvError, channel, thread,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -221,8 +221,21 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The next group for a worker: polled for [`SPIN`] first, then waited for.
+fn next_group(rx: &Receiver<Vec<PageRequest>>) -> Option<Vec<PageRequest>> {
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(group) => return Some(group),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if start.elapsed() < SPIN => thread::yield_now(),
+            Err(TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
 fn worker(shared: &Shared, rx: &Receiver<Vec<PageRequest>>) {
-    while let Ok(group) = rx.recv() {
+    while let Some(group) = next_group(rx) {
         let first = group[0];
         let response = handle_group(shared, &group);
         {

@@ -355,7 +355,10 @@ impl Sva {
             }
             None => {
                 let pasid = inner.pasids.alloc(inner.driver.min_pasid(), max)?;
-                inner.counters.pasids_allocated.fetch_add(1, Ordering::Relaxed);
+                inner
+                    .counters
+                    .pasids_allocated
+                    .fetch_add(1, Ordering::Relaxed);
                 let notifier = Arc::new(SvaNotifier {
                     inner: Arc::downgrade(inner),
                     pasid,

@@ -14,3 +14,14 @@ pub(crate) use std::sync::mpsc::{Receiver, Sender, channel};
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 #[cfg(not(feature = "shuttle"))]
 pub(crate) use std::thread::{self, JoinHandle};
+
+/// What `try_recv` says of an empty or closed channel (shuttle uses std's type).
+pub(crate) use std::sync::mpsc::TryRecvError;
+
+/// How long an idle fault worker polls before it sleeps: a request that comes soon after
+/// the last one is taken without a thread wake-up, which costs tens of microseconds on
+/// an idle virtual CPU. Schedule exploration does not spin (time is not part of it).
+#[cfg(not(feature = "shuttle"))]
+pub(crate) const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+#[cfg(feature = "shuttle")]
+pub(crate) const SPIN: std::time::Duration = std::time::Duration::ZERO;

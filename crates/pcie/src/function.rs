@@ -28,6 +28,8 @@ const PRG_INDEXES: u16 = 512;
 /// Translation attempts for one page before the DMA gives up: a page that is faulted in
 /// and unmapped again over and over must not livelock the engine.
 const MAX_ATTEMPTS: u32 = 16;
+/// How long a DMA polls for a PRG Response before it sleeps on it.
+const RESPONSE_SPIN: Duration = Duration::from_micros(50);
 
 /// Tunables of the function's DMA engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -544,8 +546,16 @@ impl PciFunction {
                 privileged: false,
             });
         }
-        let mut pri = lock(&self.pri);
         let key = (slot(pasid), index);
+        // Poll a little before sleeping: the host often answers within microseconds,
+        // and a thread wake-up costs tens of them on an idle virtual CPU.
+        let spin_until = Instant::now() + RESPONSE_SPIN;
+        while Instant::now() < spin_until
+            && !matches!(lock(&self.pri).groups.get(&key), Some(Some(_)))
+        {
+            std::thread::yield_now();
+        }
+        let mut pri = lock(&self.pri);
         let response = loop {
             if let Some(Some(r)) = pri.groups.get(&key) {
                 break Ok(*r);
