@@ -16,8 +16,8 @@
 //! one worker chosen by PASID, so a device sees its responses in order.
 
 use crate::sync::{
-    Condvar, JoinHandle, Mutex, MutexGuard, Receiver, RwLock, RwLockWriteGuard, SPIN, Sender,
-    TryRecvError, channel, thread,
+    Condvar, JoinHandle, Mutex, Receiver, RwLock, RwLockWriteGuard, SPIN, Sender, TryRecvError,
+    channel, lock, thread,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -211,10 +211,6 @@ impl Drop for IopfQueue {
             let _ = handle.join();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {

@@ -13,10 +13,11 @@
 use crate::domain::{DmaDomain, Domain, IoTable};
 use crate::driver::{IommuDriver, SvaContext};
 use crate::iopf::{DeviceId, IopfQueue, PageRequest, PageResponse, ResponseSink};
+use crate::sync::{Mutex, lock};
 use crate::{Error, PasidAllocator, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdMutexGuard, Weak};
 use sva_addr::{Asid, Pasid, Va};
 use sva_mm::{InvalidateRange, Mm, MmuNotifier, NotifierId, Pid};
 
@@ -139,7 +140,9 @@ struct SvaNotifier {
     inner: Weak<Inner>,
     pasid: Pasid,
     /// Devices bound to this address space (the ATCs to invalidate).
-    targets: Mutex<Vec<(DeviceId, Pasid)>>,
+    /// A std lock, not the schedule explorer's: taken inside the mm's own locks (MMU
+    /// notifier callbacks), where no thread may be descheduled by a test scheduler.
+    targets: StdMutex<Vec<(DeviceId, Pasid)>>,
 }
 
 impl MmuNotifier for SvaNotifier {
@@ -147,7 +150,7 @@ impl MmuNotifier for SvaNotifier {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        let targets = lock(&self.targets).clone();
+        let targets = std_lock(&self.targets).clone();
         // The IOMMU must not keep a translation the CPU dropped; an error here means the
         // hardware did not confirm, and there is no caller to hand it to.
         let _ = inner
@@ -162,7 +165,7 @@ impl MmuNotifier for SvaNotifier {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn std_lock<T>(m: &StdMutex<T>) -> StdMutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -362,7 +365,7 @@ impl Sva {
                 let notifier = Arc::new(SvaNotifier {
                     inner: Arc::downgrade(inner),
                     pasid,
-                    targets: Mutex::new(Vec::new()),
+                    targets: StdMutex::new(Vec::new()),
                 });
                 let notifier_id = match mm.register_notifier(notifier.clone()) {
                     Ok(id) => id,
@@ -422,7 +425,7 @@ impl Sva {
                     },
                 );
             }
-            None => lock(&space.notifier.targets).push((device, pasid)),
+            None => std_lock(&space.notifier.targets).push((device, pasid)),
         }
         st.devices.get_mut(&device).expect("checked").bonds += 1;
         Ok(Bond {
@@ -461,7 +464,7 @@ impl Sva {
             return Ok(());
         }
         space.bonds.remove(&bond.device);
-        lock(&space.notifier.targets).retain(|t| t.0 != bond.device);
+        std_lock(&space.notifier.targets).retain(|t| t.0 != bond.device);
         let private = space.private.remove(&bond.device);
         let last = space.bonds.is_empty();
         inner.iopf.drain(bond.pasid);

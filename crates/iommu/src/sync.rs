@@ -25,3 +25,8 @@ pub(crate) use std::sync::mpsc::TryRecvError;
 pub(crate) const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 #[cfg(feature = "shuttle")]
 pub(crate) const SPIN: std::time::Duration = std::time::Duration::ZERO;
+
+/// Locks `m`, taking the data of a poisoned lock (a panicking holder leaves it consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
