@@ -1,0 +1,222 @@
+//! PCIe functions with ATS and PRI doing DMA on real threads while the CPU changes the
+//! address space under them: munmap against in-flight DMA and ATC fills, fork against DMA
+//! into a page that becomes copy-on-write, and reclaim and migration against device
+//! access. Each checks an invariant that a missing invalidation would break.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use sva_addr::{StreamId, Va};
+use sva_iommu::DeviceId;
+use sva_mm::{AccessKind, MapFlags, Mm, Prot};
+use sva_pcie::{Capabilities, Dma, DmaCtx, PciFunction};
+use sva_physmem::PhysMemory;
+use sva_platform::{Platform, PlatformConfig};
+
+const RW: Prot = Prot::READ.union(Prot::WRITE);
+
+fn platform() -> Arc<Platform> {
+    Arc::new(
+        Platform::new(PlatformConfig {
+            irq_thread: true,
+            ..PlatformConfig::default()
+        })
+        .unwrap(),
+    )
+}
+
+/// Two functions bound to one process; returns them with the PASID.
+fn bound(p: &Platform, mm: &Arc<Mm>) -> (Vec<Arc<PciFunction>>, DmaCtx) {
+    let sva = p.sva.as_ref().unwrap();
+    let fs: Vec<_> = (0..2u32)
+        .map(|i| {
+            let f = p
+                .sva_function(StreamId(0x60 + i), Capabilities::default())
+                .unwrap();
+            sva.bind(DeviceId(0x60 + i), mm).unwrap();
+            f
+        })
+        .collect();
+    let pasid = sva.pasid_of(mm.pid()).unwrap();
+    (fs, DmaCtx::pasid(pasid))
+}
+
+/// munmap while two functions write through their ATCs (refilled by ATS and PRI as fast
+/// as the page comes back): once munmap returned, the freed frame never changes.
+#[test]
+fn munmap_against_in_flight_dma_and_atc_fills() {
+    let p = platform();
+    let mm = p.system.spawn().unwrap();
+    let (fs, ctx) = bound(&p, &mm);
+    let at = Va(0x40_0000_0000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = fs
+        .iter()
+        .map(|f| {
+            let (f, stop) = (f.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut ok = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    ok += u64::from(f.write(ctx, at.raw(), &[0xee; 256]).is_ok());
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for _ in 0..300 {
+        mm.mmap(
+            Some(at),
+            4096,
+            RW,
+            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::POPULATE,
+        )
+        .unwrap();
+        let frame = mm.translate(at, AccessKind::Read).unwrap().unwrap();
+        std::thread::yield_now();
+        mm.munmap(at, 4096).unwrap();
+        assert!(
+            fs.iter().all(|f| !f.atc().maps_frame(frame, 4096)),
+            "stale ATC entry"
+        );
+        std::thread::yield_now();
+        let mut b = [0u8; 256];
+        p.ram.read(frame, &mut b).unwrap();
+        if p.ram.refcount(frame).is_err() {
+            assert!(
+                b.iter().all(|&x| x == 0),
+                "a device wrote into a freed frame"
+            );
+            checked += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(checked > 100, "only {checked} freed frames checked");
+    assert!(writes > 0, "the devices never got through");
+}
+
+/// fork while a function keeps writing a rising counter into the parent's page: the
+/// child's copy is frozen at fork (the write-protect invalidated the ATC, the device's
+/// next write broke COW in the parent), and the parent sees the device's latest value.
+#[test]
+fn fork_against_dma_into_a_page_that_becomes_copy_on_write() {
+    let p = platform();
+    let parent = p.system.spawn().unwrap();
+    let (fs, ctx) = bound(&p, &parent);
+    let at = parent
+        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let last = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (f, stop, last) = (fs[0].clone(), stop.clone(), last.clone());
+        std::thread::spawn(move || {
+            let mut v = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                v += 1;
+                if f.write(ctx, at.raw(), &v.to_le_bytes()).is_ok() {
+                    last.store(v, Ordering::Release);
+                }
+            }
+        })
+    };
+    let read = |mm: &Mm| {
+        let mut b = [0u8; 8];
+        mm.read(at, &mut b).unwrap();
+        u64::from_le_bytes(b)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for _ in 0..40 {
+        let child = p.system.fork(parent.pid()).unwrap();
+        let frozen = read(&child);
+        // Let the device complete a few more writes after the fork before looking.
+        let seen = last.load(Ordering::Acquire);
+        while last.load(Ordering::Acquire) < seen + 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the device stopped writing"
+            );
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            read(&child),
+            frozen,
+            "a device write reached the child's copy"
+        );
+        p.system.exit(child.pid()).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(
+        read(&parent),
+        last.load(Ordering::Acquire),
+        "the parent has the last write"
+    );
+}
+
+/// Reclaim and migration of a page a function keeps writing and reading back: no write
+/// is lost in an old frame, every read sees the value written last.
+#[test]
+fn reclaim_and_migration_against_device_access() {
+    let p = platform();
+    let mm = p.system.spawn().unwrap();
+    let (fs, ctx) = bound(&p, &mm);
+    let at = mm
+        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let last = Arc::new(AtomicU64::new(0));
+    let trips = Arc::new(AtomicU64::new(0));
+    let device = {
+        let (f, stop, last, trips) = (fs[1].clone(), stop.clone(), last.clone(), trips.clone());
+        std::thread::spawn(move || {
+            let mut v = 0u64;
+            let mut roundtrips = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                v += 1;
+                if f.write(ctx, at.raw(), &v.to_le_bytes()).is_err() {
+                    continue;
+                }
+                last.store(v, Ordering::Release);
+                let mut b = [0u8; 8];
+                if f.read(ctx, at.raw(), &mut b).is_ok() {
+                    assert_eq!(u64::from_le_bytes(b), v, "the device read a stale frame");
+                    roundtrips += 1;
+                    trips.store(roundtrips, Ordering::Release);
+                }
+            }
+            roundtrips
+        })
+    };
+    // At least 200 moves, and on until the device made 100 round trips among them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut i = 0u64;
+    while i < 200 || trips.load(Ordering::Acquire) < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the device made no progress"
+        );
+        if i % 2 == 0 {
+            let _ = mm.migrate(at);
+        } else {
+            let _ = mm.reclaim(at, 4096);
+        }
+        i += 1;
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let roundtrips = device.join().unwrap();
+    let mut b = [0u8; 8];
+    mm.read(at, &mut b).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(b),
+        last.load(Ordering::Acquire),
+        "a write was lost"
+    );
+    assert!(roundtrips > 0);
+    assert!(
+        mm.stats().migrations > 0 && mm.stats().swap_outs > 0,
+        "{:?}",
+        mm.stats()
+    );
+}
