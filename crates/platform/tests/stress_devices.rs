@@ -196,7 +196,7 @@ fn reclaim_and_migration_against_device_access() {
             std::time::Instant::now() < deadline,
             "the device made no progress"
         );
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let _ = mm.migrate(at);
         } else {
             let _ = mm.reclaim(at, 4096);
