@@ -517,10 +517,20 @@ impl Exec<'_> {
         }
         let bytes = rec.encode();
         let ctx = self.ctx(true);
-        let res = self
-            .dma
-            .write(ctx, d.completion_addr + 1, &bytes[1..])
-            .and_then(|()| self.dma.write(ctx, d.completion_addr, &bytes[..1]));
+        // An unaligned record (reported for an earlier error) may end past the top of the
+        // address space: it cannot be written.
+        let res = match d.completion_addr.checked_add(1) {
+            Some(rest) => self
+                .dma
+                .write(ctx, rest, &bytes[1..])
+                .and_then(|()| self.dma.write(ctx, d.completion_addr, &bytes[..1])),
+            None => Err(DmaFault {
+                addr: d.completion_addr,
+                done: 0,
+                write: true,
+                reason: FaultReason::Memory,
+            }),
+        };
         match res {
             Ok(()) => true,
             Err(_) => {

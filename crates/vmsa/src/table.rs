@@ -83,6 +83,15 @@ pub(crate) fn chunks(va: u64, end: u64, size: u64) -> impl Iterator<Item = Chunk
     })
 }
 
+/// Address of descriptor `i` of the table at `table`; the last word of the address space
+/// (beyond any RAM, so its access fails) if that overflows.
+fn slot(table: Pa, i: u64) -> Pa {
+    Pa(table
+        .raw()
+        .checked_add(i * DESC_SIZE)
+        .unwrap_or(!(DESC_SIZE - 1)))
+}
+
 /// A VMSAv8-64 stage-1 translation table tree in simulated physical memory: its root
 /// address and configuration. It owns nothing in Rust terms: the tables are in RAM, and
 /// copies of the handle (a CPU address space, an SMMU context descriptor) see the same tree.
@@ -257,9 +266,11 @@ impl PageTable {
         }
     }
 
-    /// Address of the descriptor for `va` in the table at `table`, a table at `level`.
+    /// Address of the descriptor for `va` in the table at `table`, a table at `level` (see
+    /// [`slot`] for a table at the top of the address space, e.g. a root from
+    /// [`Self::from_root`]).
     pub(crate) fn entry_addr(&self, table: Pa, level: u8, va: u64) -> Pa {
-        table + self.config.index(level, Va(va)) * DESC_SIZE
+        slot(table, self.config.index(level, Va(va)))
     }
 
     /// Reads the descriptor at `entry`.
@@ -340,7 +351,7 @@ impl PageTable {
             return Ok(());
         }
         for i in 0..self.config.entries(level) {
-            let d = Self::load(mem, table + i * DESC_SIZE)?;
+            let d = Self::load(mem, slot(table, i))?;
             if let Entry::Table(next) = self.classify(d, level) {
                 f(next)?;
             }
@@ -374,7 +385,7 @@ impl PageTable {
         level: u8,
     ) -> Result<bool> {
         for i in 0..self.config.entries(level) {
-            if mem.load_u64(table + i * DESC_SIZE)? != 0 {
+            if mem.load_u64(slot(table, i))? != 0 {
                 return Ok(false);
             }
         }
