@@ -117,4 +117,12 @@ pub trait IommuDriver: Send + Sync {
         group: u16,
         response: PageResponse,
     ) -> Result<(), DriverError>;
+
+    /// Hands every page request the hardware has already queued for `device` (PRI queue,
+    /// stall events) to the core before returning, so that unbind can drain them before
+    /// the PASID is freed. The default does nothing (requests are reported at once).
+    fn flush_page_requests(&self, device: DeviceId) -> Result<(), DriverError> {
+        let _ = device;
+        Ok(())
+    }
 }

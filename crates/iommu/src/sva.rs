@@ -88,6 +88,10 @@ struct Inner {
     iopf: IopfQueue,
     bind_lock: Mutex<State>,
     exit_handlers: Mutex<BTreeMap<DeviceId, ExitHandler>>,
+    /// The (device, PASID) pairs with a bond: page requests from any other pair are
+    /// answered Invalid without reaching an address space. Kept apart from `bind_lock` so
+    /// the interrupt path never waits for a bind.
+    bound: Mutex<std::collections::BTreeSet<(DeviceId, Pasid)>>,
     counters: Counters,
 }
 
@@ -190,6 +194,7 @@ impl Sva {
                 iopf: IopfQueue::new(iopf_workers, sink),
                 bind_lock: Mutex::new(State::default()),
                 exit_handlers: Mutex::new(BTreeMap::new()),
+                bound: Mutex::new(std::collections::BTreeSet::new()),
                 counters: Counters::default(),
             }),
         }
@@ -415,6 +420,7 @@ impl Sva {
         }
         let space = st.spaces.get_mut(&pasid).expect("present");
         space.bonds.insert(device, 1);
+        lock(&inner.bound).insert((device, pasid));
         match table {
             Some(io) => {
                 space.private.insert(
@@ -467,6 +473,11 @@ impl Sva {
         std_lock(&space.notifier.targets).retain(|t| t.0 != bond.device);
         let private = space.private.remove(&bond.device);
         let last = space.bonds.is_empty();
+        // From now on the device's requests for the PASID are refused without reaching the
+        // address space; those still in the hardware queues are flushed out first, so none
+        // can reach the next owner of the PASID.
+        lock(&inner.bound).remove(&(bond.device, bond.pasid));
+        let _ = inner.driver.flush_page_requests(bond.device);
         inner.iopf.drain(bond.pasid);
         let cleared = inner.driver.clear_pasid(bond.device, bond.pasid);
         let target = [(bond.device, bond.pasid)];
@@ -596,8 +607,21 @@ impl Sva {
         Ok(space)
     }
 
-    /// Takes a page request reported by the driver (PRI queue or stall event).
+    /// Takes a page request reported by the driver (PRI queue or stall event). A request
+    /// from a device for a PASID it is not bound to is answered Invalid (on its LAST) and
+    /// reaches no address space.
     pub fn report_fault(&self, req: PageRequest) {
+        if !lock(&self.inner.bound).contains(&(req.device, req.pasid)) {
+            if req.last {
+                let _ = self.inner.driver.page_response(
+                    req.device,
+                    req.pasid,
+                    req.group,
+                    PageResponse::Invalid,
+                );
+            }
+            return;
+        }
         self.inner.iopf.report(req);
     }
 

@@ -320,17 +320,24 @@ impl Platform {
     }
 
     /// What a device driver does to use SVA with a function, in the order PCIe requires:
-    /// the IOMMU side first ([`Sva::enable_device`]), then PASID, ATS (STU 4 KiB) and PRI
-    /// (allocation = the function's capacity) as far as both the function and the SMMU
-    /// have them. Enabling may interrupt the function's DMA in flight.
+    /// the IOMMU side first ([`Sva::enable_device`], PASIDs capped at the function's Max
+    /// PASID Width), then PASID, ATS (STU 4 KiB) and PRI (allocation = the function's
+    /// capacity) as far as both the function and the SMMU have them. Enabling may
+    /// interrupt the function's DMA in flight.
     pub fn enable_sva(
         &self,
         function: &PciFunction,
         features: sva_iommu::SvaFeatures,
     ) -> Result<(), SvaError> {
         let sva = self.sva.as_ref().ok_or(SvaError::NoCore)?;
-        sva.enable_device(DeviceId(function.sid().raw()), features)?;
         let caps = function.capabilities();
+        // The function cannot send a PASID wider than its capability says.
+        let width_max = sva_addr::Pasid((1u32 << caps.pasid_width.min(20)) - 1);
+        let features = sva_iommu::SvaFeatures {
+            max_pasid: Some(features.max_pasid.map_or(width_max, |m| m.min(width_max))),
+            ..features
+        };
+        sva.enable_device(DeviceId(function.sid().raw()), features)?;
         let cfg = self.smmu.config();
         let enable = || -> Result<(), sva_pcie::Error> {
             function.enable_pasid(false, false)?;

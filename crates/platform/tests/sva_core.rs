@@ -556,11 +556,17 @@ fn the_core_counts_binds_unbinds_and_pasids() {
     let again = sva.bind(dev(PRI_DEV), &a).unwrap();
     let bb = sva.bind(dev(PRI_DEV), &b).unwrap();
     let s = sva.stats();
-    assert_eq!((s.binds, s.unbinds, s.pasids_allocated, s.pasids_in_use), (3, 0, 2, 2));
+    assert_eq!(
+        (s.binds, s.unbinds, s.pasids_allocated, s.pasids_in_use),
+        (3, 0, 2, 2)
+    );
     for bond in [ba, again, bb] {
         sva.unbind(bond).unwrap();
     }
     assert!(sva.unbind(bb).is_err(), "a failed unbind is not counted");
     let s = sva.stats();
-    assert_eq!((s.binds, s.unbinds, s.pasids_allocated, s.pasids_in_use), (3, 3, 2, 0));
+    assert_eq!(
+        (s.binds, s.unbinds, s.pasids_allocated, s.pasids_in_use),
+        (3, 3, 2, 0)
+    );
 }

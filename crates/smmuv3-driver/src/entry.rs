@@ -80,8 +80,9 @@ pub(crate) fn ste_used(w: &Words) -> Words {
         SteConfig::S1Trans | SteConfig::Nested => {
             // S1Fmt [5:4], S1ContextPtr [51:6], S1CDMax [63:59].
             used[0] |= (0b11 << 4) | (((1u64 << 46) - 1) << 6) | (0x1F << 59);
-            // S1DSS, S1CIR, S1COR, S1CSH [7:0], S1STALLD [27], EATS [29:28], STRW [31:30].
-            used[1] |= 0xFF | (1 << 27) | (0b11 << 28) | (0b11 << 30);
+            // S1DSS, S1CIR, S1COR, S1CSH [7:0], S1STALLD [27], EATS [29:28], STRW [31:30],
+            // PRIVCFG [49:48].
+            used[1] |= 0xFF | (1 << 27) | (0b11 << 28) | (0b11 << 30) | (0b11 << 48);
             if ste.word1().s1dss().into_bits() == 1 {
                 used[1] |= SHCFG;
             }

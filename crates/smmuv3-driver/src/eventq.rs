@@ -92,6 +92,7 @@ impl SmmuDriver {
     }
 
     pub(crate) fn process_eventq(&self) {
+        let _delivering = Delivering::enter(self);
         let drained = {
             let mut q = lock(&self.eventq);
             self.drain_queue::<4>(&mut q)
@@ -136,6 +137,26 @@ impl SmmuDriver {
         } else {
             Err(Error::FeatureUnavailable("stall"))
         }
+    }
+}
+
+/// Counts a drain of an output queue until its records are delivered (dropped after the
+/// sink calls), for [`SmmuDriver::flush_queues`].
+pub(crate) struct Delivering<'a>(&'a SmmuDriver);
+
+impl<'a> Delivering<'a> {
+    pub(crate) fn enter(drv: &'a SmmuDriver) -> Self {
+        drv.deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(drv)
+    }
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        self.0
+            .deliveries
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

@@ -291,6 +291,9 @@ pub struct SmmuDriver {
     stats: Mutex<Stats>,
     events: Mutex<Delivery<Event>>,
     page_requests: Mutex<Delivery<PageRequest>>,
+    /// Event or PRI queue drains whose records are not yet delivered (see
+    /// [`SmmuDriver::flush_queues`]).
+    deliveries: std::sync::atomic::AtomicU32,
 }
 
 impl core::fmt::Debug for SmmuDriver {
@@ -426,6 +429,24 @@ impl SmmuDriver {
             IrqLine::GlobalError => self.process_gerror(),
             IrqLine::CmdSync => {}
         }
+    }
+
+    /// Reads the Event and PRI queues now and waits until records other threads have read
+    /// from them are delivered too: when this returns, every record the SMMU had written
+    /// before the call has reached its sink (or the collected records). Bounded by
+    /// [`ProbeOptions::poll_timeout`].
+    pub fn flush_queues(&self) -> Result<()> {
+        self.process_eventq();
+        self.process_priq();
+        let mut poll = Poll::new(self.poll_timeout);
+        while self.deliveries.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            if !poll.wait() {
+                return Err(Error::Timeout(
+                    "Event and PRI queue records to be delivered",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Delivers records whose sink call was deferred because they arrived inside a Command

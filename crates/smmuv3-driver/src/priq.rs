@@ -13,6 +13,7 @@ use crate::{Error, Pasid, PriResponse, Result, SmmuDriver, StreamId, lock};
 
 impl SmmuDriver {
     pub(crate) fn process_priq(&self) {
+        let _delivering = crate::eventq::Delivering::enter(self);
         let drained = {
             let mut guard = lock(&self.priq);
             let Some(q) = guard.as_mut() else {

@@ -202,6 +202,7 @@ impl SmmuDriver {
             stats: Mutex::new(Stats::default()),
             events: Mutex::new(Delivery::default()),
             page_requests: Mutex::new(Delivery::default()),
+            deliveries: std::sync::atomic::AtomicU32::new(0),
             features,
         };
         drv.reset()?;

@@ -191,7 +191,10 @@ pub(crate) fn s1_ste(p: S1Ste) -> Ste {
         .with_s1csh(Shareability::InnerShareable)
         .with_s1stalld(p.stalld)
         .with_eats(if p.ats { Eats::Full } else { Eats::Abort })
-        .with_strw(Strw::El1);
+        .with_strw(Strw::El1)
+        // Every context is a user address space or an unprivileged I/O page table: a
+        // device claiming privilege (PnU) gets no EL1-only access, e.g. to PROT_NONE pages.
+        .with_privcfg(sva_smmuv3_spec::encoding::PrivCfg::Unprivileged);
     Ste::new().with_word0(w0).with_word1(w1)
 }
 
@@ -381,8 +384,8 @@ mod tests {
         let w0 = 1 | 0xA | (2 << 4) | 0x1234_0000 | (20u64 << 59);
         assert_eq!(ste.words()[0], w0);
         // Word 1: S1DSS=0b10, S1CIR=WBRA (1<<2), S1COR=WBRA (1<<4), S1CSH=ISH (3<<6),
-        // S1STALLD (1<<27), EATS=0b01 (1<<28), STRW=EL1 (0).
-        let w1 = 2 | (1 << 2) | (1 << 4) | (3 << 6) | (1 << 27) | (1 << 28);
+        // S1STALLD (1<<27), EATS=0b01 (1<<28), STRW=EL1 (0), PRIVCFG=unprivileged (2<<48).
+        let w1 = 2 | (1 << 2) | (1 << 4) | (3 << 6) | (1 << 27) | (1 << 28) | (2 << 48);
         assert_eq!(ste.words()[1], w1);
         assert_eq!(&ste.words()[2..], &[0; 6]);
     }

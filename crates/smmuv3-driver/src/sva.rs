@@ -298,6 +298,10 @@ impl IommuDriver for SmmuSva {
         batch.submit().map_err(DriverError::from)
     }
 
+    fn flush_page_requests(&self, _device: DeviceId) -> Result<(), DriverError> {
+        self.driver.flush_queues().map_err(DriverError::from)
+    }
+
     fn page_response(
         &self,
         device: DeviceId,

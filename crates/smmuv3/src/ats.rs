@@ -49,7 +49,7 @@ impl Smmu {
             let Ok(ctx) = self.context(&mut st, req.sid, &ste, req.ssid) else {
                 break 'out AtsCompletion::CompleterAbort;
             };
-            let cd = match ctx {
+            let (s1, cd) = match ctx {
                 Ctx::Abort => break 'out AtsCompletion::UnsupportedRequest,
                 // S1DSS = bypass: stage 1 is skipped, the identity translation is returned.
                 Ctx::Bypass => {
@@ -63,14 +63,15 @@ impl Smmu {
                         global: true,
                     };
                 }
-                Ctx::Stage1 { cd, .. } => cd,
+                Ctx::Stage1 { s1, cd } => (s1, cd),
             };
+            let privileged = s1.privileged(req.privileged);
             let va = effective_va(&cd, req.addr);
-            let read = Access::new(AccessKind::Read, req.privileged);
+            let read = Access::new(AccessKind::Read, privileged);
             let Ok(mut t) = self.walk_cd(&mut st, &cd, va, read) else {
                 break 'out AtsCompletion::NoAccess;
             };
-            let write_access = Access::new(AccessKind::Write, req.privileged);
+            let write_access = Access::new(AccessKind::Write, privileged);
             if !req.no_write
                 && !t.perms.allows(write_access)
                 && cd.hd
@@ -89,10 +90,8 @@ impl Smmu {
                 size: t.size,
                 read: can_read,
                 write: can_write,
-                exec: req.exec
-                    && t.perms
-                        .allows(Access::new(AccessKind::Execute, req.privileged)),
-                privileged: req.privileged,
+                exec: req.exec && t.perms.allows(Access::new(AccessKind::Execute, privileged)),
+                privileged,
                 global: !t.desc.attributes().contains(Attributes::NG),
             }
         };

@@ -45,6 +45,16 @@ pub(crate) struct S1Stream {
     pub cdmax: u8,
     pub dss: S1Dss,
     pub stalld: bool,
+    /// STE.PRIVCFG: the privilege every transaction is treated with, or `None` to use the
+    /// incoming one.
+    pub priv_override: Option<bool>,
+}
+
+impl S1Stream {
+    /// The privilege a transaction is translated with: STE.PRIVCFG, or the incoming one.
+    pub(crate) fn privileged(&self, incoming: bool) -> bool {
+        self.priv_override.unwrap_or(incoming)
+    }
 }
 
 /// What an STE asks for. Stage 2 and nesting would be further variants.
@@ -359,6 +369,11 @@ fn decode_ste(ste: &Ste, config: &SmmuConfig) -> Result<CachedSte, CfgFault> {
                 cdmax,
                 dss,
                 stalld: w1.s1stalld(),
+                priv_override: match w1.privcfg() {
+                    sva_smmuv3_spec::encoding::PrivCfg::Unprivileged => Some(false),
+                    sva_smmuv3_spec::encoding::PrivCfg::Privileged => Some(true),
+                    _ => None,
+                },
             })
         }
         // Stage 2 and nesting are not modelled yet (IDR0.S2P = 0): such an STE is ILLEGAL.

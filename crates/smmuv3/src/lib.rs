@@ -49,7 +49,8 @@
 //!   (if not zero) and raises [`IrqLine::CmdSync`]; SIG_SEV and SIG_NONE signal nothing.
 //!   CMD_PREFETCH_CONFIG fills the configuration cache; CMD_PREFETCH_ADDR is a no-op.
 //! - **Stage 1 translation with substreams** (`config`, `translate`): linear and 2-level stream
-//!   tables, STE (V, Config, S1Fmt, S1ContextPtr, S1CDMax, S1DSS, S1STALLD, EATS, STRW),
+//!   tables, STE (V, Config, S1Fmt, S1ContextPtr, S1CDMax, S1DSS, S1STALLD, EATS, STRW,
+//!   PRIVCFG),
 //!   linear and 2-level (4K/64K) CD tables, CD (V, T0SZ, TG0, EPD0, ENDI, IPS, TBI0, AFFD,
 //!   AA64, HA, HD, S, R, A, ASET, ASID, TTB0, MAIR), walks by [`sva_vmsa::walk`] with HTTU when
 //!   IDR0.HTTU and CD.HA/HD allow it. The configuration and translation events are written
@@ -81,7 +82,8 @@
 //!   AArch32 and big-endian tables, 52-bit addresses, the TTB1 (upper) range of a CD
 //!   (addresses above the TTB0 range fault), event merging, E_PAGE_REQUEST, CR2.REC_CFG_ATS
 //!   (ATS configuration errors complete with CA and record nothing).
-//! - Attribute overrides, memory types and cache hints: stored but without effect.
+//! - Attribute overrides (except STE.PRIVCFG, which sets the privilege stage 1 checks),
+//!   memory types and cache hints: stored but without effect.
 //! - TERM_MODEL is 1: terminated transactions always abort (CD.A and CMD_RESUME.Ab ignored).
 //! - CD.AFFD is implemented by walking with hardware Access flag management (the flag is set
 //!   in memory instead of being ignored).

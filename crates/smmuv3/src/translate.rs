@@ -86,7 +86,9 @@ impl Smmu {
     /// of return; a device that then accesses memory uses [`Smmu::transact`].
     pub fn translate(&self, txn: &Transaction) -> TranslateOutcome {
         let key = utlb_key(txn);
+        // Privileged transactions take the slow path: STE.PRIVCFG may override them.
         if !txn.translated
+            && !txn.privileged
             && let Some(e) = self.utlb.lookup(&key)
             && e.perms.allows(Access::new(txn.access, txn.privileged))
         {
@@ -259,7 +261,7 @@ impl Smmu {
         cd: &CtxDesc,
     ) -> TranslateOutcome {
         let va = effective_va(cd, txn.addr);
-        let access = Access::new(txn.access, txn.privileged);
+        let access = Access::new(txn.access, s1.privileged(txn.privileged));
         if let Some(e) = st.iotlb.lookup(NO_VMID, cd.asid, va, cd.leaf_sizes())
             && e.perms.allows(access)
         {
@@ -335,7 +337,7 @@ impl Smmu {
         let mut ev = Event::new(id, txn.sid);
         ev.substream_id = txn.ssid;
         ev.input_addr = Va(txn.addr);
-        ev.pnu = txn.privileged;
+        ev.pnu = s1.privileged(txn.privileged);
         ev.ind = txn.access == AccessKind::Execute;
         ev.rnw = txn.access != AccessKind::Write;
         ev.class = if id == EventId::FWalkEabt {

@@ -6,112 +6,24 @@
 //! queue; a process exits with jobs in flight and its PASID comes back only after close.
 
 use crate::demo::Checks;
+use crate::world::{DeviceSpec, Kind, World};
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use sva_addr::{StreamId, Va};
-use sva_dsa::{Device, DeviceConfig, DsaDriver, DsaSession, SessionConfig, Status};
-use sva_iommu::{DeviceId, Domain};
+use sva_dsa::{DsaSession, SessionConfig, Status};
 use sva_mm::{MapFlags, Mm, Prot};
 use sva_pcie::{Capabilities, PciFunction};
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::Uacce;
-use sva_zip::driver::{ZipDriver, ZipDriverConfig};
+use sva_zip::Alg;
 use sva_zip::user::{CompSession, CompStatus, Op};
-use sva_zip::{Alg, Qm, QmConfig};
 
 const ZIP_SID: StreamId = StreamId(0x300);
 const DSA_SID: StreamId = StreamId(0x400);
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const TEXT: &str = include_str!("accel_demo.rs");
-
-/// The machine: interrupts delivered by a pump thread the demo can hold, so it knows when
-/// a device is waiting for a page.
-struct Machine {
-    p: Arc<Platform>,
-    hold: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    pump: Option<std::thread::JoinHandle<()>>,
-    zip_fn: Arc<PciFunction>,
-    dsa_fn: Arc<PciFunction>,
-    zip: Arc<Uacce>,
-    dsa: Arc<Uacce>,
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.pump.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn machine() -> Result<Machine> {
-    let p = Arc::new(Platform::new(PlatformConfig::default())?);
-    let sva = p.sva.clone().context("the platform has the SVA core")?;
-    // The compression engine: ATS and PRI. The data mover: neither, faults stall.
-    let zip_fn = p.sva_function(ZIP_SID, Capabilities::default())?;
-    let dsa_fn = p.sva_function(
-        DSA_SID,
-        Capabilities {
-            ats: false,
-            pri_capacity: 0,
-            ..Capabilities::default()
-        },
-    )?;
-    let dom = sva.dma_domain()?;
-    sva.attach_domain(DeviceId(ZIP_SID.raw()), Domain::Dma(dom.clone()))?;
-    let qm = Arc::new(Qm::new(
-        zip_fn.clone(),
-        QmConfig {
-            qp_num: 8,
-            engines: 2,
-            stop_timeout: Duration::from_secs(10),
-        },
-    ));
-    let zip_driver = ZipDriver::new(
-        qm,
-        p.ram.clone(),
-        dom,
-        ZipDriverConfig {
-            sq_depth: 64,
-            cq_depth: 64,
-            page_size: 4096,
-        },
-    )?;
-    let zip = Uacce::register(Arc::new(zip_driver), &sva, DeviceId(ZIP_SID.raw()));
-    let dsa_dev = Device::new(dsa_fn.clone(), DeviceConfig::default())?;
-    let dsa = Uacce::register(
-        Arc::new(DsaDriver::new(Arc::new(dsa_dev))?),
-        &sva,
-        DeviceId(DSA_SID.raw()),
-    );
-    let hold = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let pump = {
-        let (p, hold, stop) = (p.clone(), hold.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                if hold.load(Ordering::Acquire) || p.deliver_irqs() == 0 {
-                    std::thread::sleep(Duration::from_micros(20));
-                }
-            }
-        })
-    };
-    Ok(Machine {
-        p,
-        hold,
-        stop,
-        pump: Some(pump),
-        zip_fn,
-        dsa_fn,
-        zip,
-        dsa,
-    })
-}
 
 /// A PASID for printing.
 fn show(p: Option<sva_addr::Pasid>) -> String {
@@ -135,6 +47,53 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>> {
 struct Tally {
     zip_jobs: u64,
     dsa_jobs: u64,
+}
+
+/// The two devices: the compression engine with ATS and PRI, the data mover with
+/// neither (its faults stall in the SMMU).
+fn machine() -> Result<Machine> {
+    let w = World::new(
+        PlatformConfig::default(),
+        &[
+            DeviceSpec {
+                name: "hisi_zip".into(),
+                kind: Kind::Zip,
+                sid: ZIP_SID,
+                caps: Capabilities::default(),
+                queue_depth: 64,
+            },
+            DeviceSpec {
+                name: "dsa".into(),
+                kind: Kind::Dsa,
+                sid: DSA_SID,
+                caps: Capabilities {
+                    ats: false,
+                    pri_capacity: 0,
+                    ..Capabilities::default()
+                },
+                queue_depth: 0,
+            },
+        ],
+    )?;
+    let (zip, dsa) = (&w.devices[0], &w.devices[1]);
+    Ok(Machine {
+        p: w.p.clone(),
+        zip_fn: zip.function.clone(),
+        dsa_fn: dsa.function.clone(),
+        zip: zip.uacce.clone(),
+        dsa: dsa.uacce.clone(),
+        w,
+    })
+}
+
+/// The world and shortcuts to its two devices.
+struct Machine {
+    w: World,
+    p: Arc<Platform>,
+    zip_fn: Arc<PciFunction>,
+    dsa_fn: Arc<PciFunction>,
+    zip: Arc<Uacce>,
+    dsa: Arc<Uacce>,
 }
 
 pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
@@ -229,7 +188,7 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
     let neighbour = b.mmap(None, 4096, RW, MapFlags::PRIVATE)?;
     b.write(neighbour, b"neighbour")?;
     let dst = b.mmap(None, 1 << 16, RW, MapFlags::PRIVATE)?;
-    m.hold.store(true, Ordering::Release);
+    m.w.hold_irqs(true);
     let before = m.zip_fn.stats().page_request_groups;
     zip_b.submit(Op::Compress, src, len, dst, 1 << 16)?;
     let t0 = Instant::now();
@@ -237,7 +196,7 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
         std::thread::sleep(Duration::from_micros(50));
     }
     b.munmap(dst, 1 << 16)?;
-    m.hold.store(false, Ordering::Release);
+    m.w.hold_irqs(false);
     let done = zip_b
         .poll_timeout(Duration::from_secs(10))?
         .context("the job ended")?;

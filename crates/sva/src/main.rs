@@ -3,8 +3,14 @@
 
 mod accel_demo;
 mod bench;
+mod clock;
+mod counters;
 mod demo;
+mod scenario;
+mod soak;
 mod sva_demo;
+mod trace;
+mod world;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -24,6 +30,14 @@ enum Command {
     Demo,
     /// Runs the benchmark suite; figures are ratios against the host doing the same work.
     Bench(bench::BenchArgs),
+    /// Runs a seeded random workload against a shadow model of memory (docs/soak.md).
+    Soak(soak::SoakArgs),
+    /// Runs a scenario file (docs/scenarios.md): exit 0 when every expectation held, 1
+    /// when one failed, 2 when the file is unusable.
+    Run(scenario::RunArgs),
+    /// Validates a scenario file without running it: exit 0, or 2 with FILE:LINE:COL
+    /// errors on stderr.
+    Check(scenario::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +56,13 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => demo::run(&mut std::io::stdout()),
         Command::Bench(args) => bench::run(&args, &mut std::io::stdout()),
+        Command::Soak(args) => soak::run(&args, &mut std::io::stdout()),
+        Command::Run(args) => {
+            return ExitCode::from(scenario::run_command(&args, &mut std::io::stdout()));
+        }
+        Command::Check(args) => {
+            return ExitCode::from(scenario::check_command(&args, &mut std::io::stdout()));
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -59,7 +59,7 @@ impl Trace {
     }
 
     /// A span of `dur_ns` from `start_ns` on `track`.
-    pub fn span(&mut self, track: Track, name: &str, start_ns: u64, dur_ns: u64, args: Value) {
+    pub fn span(&mut self, track: Track, name: &str, start_ns: u64, dur_ns: u64, args: &Value) {
         self.events.push(json!({
             "ph": "X", "name": name, "pid": track.pid, "tid": track.tid,
             "ts": us(start_ns), "dur": us(dur_ns), "args": args
@@ -67,7 +67,7 @@ impl Trace {
     }
 
     /// A single happening at `at_ns` on `track`.
-    pub fn instant(&mut self, track: Track, name: &str, at_ns: u64, args: Value) {
+    pub fn instant(&mut self, track: Track, name: &str, at_ns: u64, args: &Value) {
         self.events.push(json!({
             "ph": "i", "s": "t", "name": name, "pid": track.pid, "tid": track.tid,
             "ts": us(at_ns), "args": args
@@ -108,8 +108,8 @@ mod tests {
         let p = t.track("processes", "a");
         assert_eq!(t.track("devices", "zip0"), a);
         assert_ne!(a, b);
-        t.span(a, "compress", 1_500, 2_000, json!({"bytes": 10}));
-        t.instant(p, "munmap", 4_000, json!({}));
+        t.span(a, "compress", 1_500, 2_000, &json!({"bytes": 10}));
+        t.instant(p, "munmap", 4_000, &json!({}));
         let v: Value = serde_json::from_str(&t.to_json()).unwrap();
         let ev = v["traceEvents"].as_array().unwrap();
         // Two groups, three tracks, two events.
