@@ -5,7 +5,10 @@
 //! device waits ends that job at its address; a forked child cannot use its parent's
 //! queue; a process exits with jobs in flight and its PASID comes back only after close.
 
-use crate::demo::Checks;
+use crate::clock::{CostTable, ModeledClock};
+use crate::demo::{Checks, DemoArgs};
+use crate::scenario::report::{self, Sample};
+use crate::trace::Trace;
 use crate::world::{DeviceSpec, Kind, World};
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
@@ -96,8 +99,71 @@ struct Machine {
     dsa: Arc<Uacce>,
 }
 
-pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
+/// Charges each demo step on the modeled clock and traces it.
+struct Recorder {
+    base: Sample,
+    last: Sample,
+    clock: ModeledClock,
+    costs: CostTable,
+    trace: Option<Trace>,
+}
+
+impl Recorder {
+    fn new(w: &World, tracing: bool) -> Self {
+        let base = Sample::take(w);
+        Self {
+            last: base.clone(),
+            base,
+            clock: ModeledClock::default(),
+            costs: CostTable::default(),
+            trace: tracing.then(Trace::new),
+        }
+    }
+
+    /// Ends a step on `track` ("processes"/"devices", name): its modeled cost is what the
+    /// hardware did since the previous step.
+    fn step(&mut self, w: &World, track: (&str, &str), name: &str) {
+        let now = Sample::take(w);
+        let cost = report::cost_ns(&self.costs, &now, &self.last);
+        let start = self.clock.advance(cost);
+        if let Some(t) = &mut self.trace {
+            let delta = now.counters.since(&self.last.counters);
+            let tr = t.track(track.0, track.1);
+            t.span(
+                tr,
+                name,
+                start,
+                cost,
+                &serde_json::json!({
+                    "page_requests": delta.page_requests,
+                    "stalls": delta.stall_events,
+                    "walks": delta.walks,
+                    "atc_invalidations": delta.atc_invalidations,
+                    "dma_bytes": delta.dma_bytes,
+                    "cpu_faults": delta.cpu_faults,
+                }),
+            );
+        }
+        self.last = now;
+    }
+}
+
+/// The second process's data: this file's lines in an order drawn from `seed`, upper
+/// case (as long as the file, as compressible).
+fn seeded_text(seed: u64) -> String {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let mut lines: Vec<&str> = TEXT.split('\n').collect();
+    lines.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    lines.join("\n").to_uppercase()
+}
+
+pub(crate) fn run<W: Write + ?Sized>(
+    c: &mut Checks<'_, W>,
+    args: &DemoArgs,
+) -> Result<serde_json::Value> {
     let m = machine()?;
+    let mut timeline = Recorder::new(&m.w, args.trace.is_some());
     let sva = m.p.sva.clone().context("SVA core")?;
     let mut tally = Tally::default();
     writeln!(
@@ -149,6 +215,11 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
         m.zip_fn.stats().responses_success > 0,
         "untouched output pages were faulted in through PRI",
     )?;
+    timeline.step(
+        &m.w,
+        ("devices", "hisi_zip"),
+        "compress (A), output faulted in by PRI",
+    );
 
     // Copy the compressed bytes with the data mover into more untouched memory: stalls.
     let copy = a.mmap(None, 1 << 20, RW, MapFlags::PRIVATE)?;
@@ -162,6 +233,11 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
         m.dsa_fn.stats().stalls > 0,
         "untouched destination pages were faulted in through SMMU stalls",
     )?;
+    timeline.step(
+        &m.w,
+        ("devices", "dsa"),
+        "copy (A), destination faulted in by stalls",
+    );
 
     // Process B at the same virtual addresses: its own PASID, its own data.
     let b = m.p.system.spawn()?;
@@ -169,7 +245,7 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
     let fixed = MapFlags::PRIVATE | MapFlags::FIXED;
     b.mmap(Some(src), u64::from(len), RW, fixed)?;
     b.mmap(Some(packed), 1 << 20, RW, fixed)?;
-    let other = TEXT.to_uppercase();
+    let other = seeded_text(args.seed);
     b.write(src, other.as_bytes())?;
     let rb = zip_b.compress(src, len, packed, 1 << 20)?;
     tally.zip_jobs += 1;
@@ -183,6 +259,7 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
         inflate(&read(&a, packed, r.produced as usize)?)? == TEXT.as_bytes(),
         "the first process's output is untouched",
     )?;
+    timeline.step(&m.w, ("devices", "hisi_zip"), "compress (B), its own PASID");
 
     // A destination unmapped while the engine waits for it.
     let neighbour = b.mmap(None, 4096, RW, MapFlags::PRIVATE)?;
@@ -217,6 +294,7 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
         read(&b, neighbour, 9)? == b"neighbour" && read(&b, src, 16)? == other.as_bytes()[..16],
         "nothing else was touched",
     )?;
+    timeline.step(&m.w, ("processes", "B"), "munmap while the engine waits");
 
     // A forked child holds A's handles but cannot use them.
     let child = m.p.system.fork(a.pid())?;
@@ -233,6 +311,11 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
         sva.pasid_of(child.pid()).is_none(),
         "the child is bound to nothing",
     )?;
+    timeline.step(
+        &m.w,
+        ("processes", "A"),
+        "fork; the child tries the parent's queue",
+    );
 
     // Process C exits with jobs in flight.
     let cproc = m.p.system.spawn()?;
@@ -268,11 +351,32 @@ pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
         show(zip_d.handle().and_then(|q| q.pasid()))
     )?;
     drop((zip_a, zip_b, zip_d, dsa_a));
+    timeline.step(
+        &m.w,
+        ("processes", "C"),
+        "exit with 16 jobs in flight, close, PASID reused",
+    );
 
-    summary(c, &m, &tally)
+    summary(c, &m, &tally)?;
+    let stats = report::stats(
+        &m.w,
+        &timeline.base,
+        timeline.clock.now_ns(),
+        &[tally.zip_jobs, tally.dsa_jobs],
+    );
+    writeln!(
+        c.out,
+        "modeled time of the accelerator part: {} (docs/modeled-time.md)",
+        report::show_ns(timeline.clock.now_ns())
+    )?;
+    if let (Some(path), Some(trace)) = (&args.trace, &timeline.trace) {
+        trace.write(path)?;
+        writeln!(c.out, "trace written to {}", path.display())?;
+    }
+    Ok(stats)
 }
 
-fn summary<W: Write>(c: &mut Checks<'_, W>, m: &Machine, tally: &Tally) -> Result<()> {
+fn summary<W: Write + ?Sized>(c: &mut Checks<'_, W>, m: &Machine, tally: &Tally) -> Result<()> {
     let smmu = m.p.smmu.stats();
     writeln!(
         c.out,

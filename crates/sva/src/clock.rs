@@ -58,22 +58,35 @@ impl CostTable {
         } else {
             0
         };
-        self.parts(c).iter().map(|(_, ns)| ns).sum::<u64>() + dma
+        self.parts(c)
+            .iter()
+            .fold(dma, |sum, (_, ns)| sum.saturating_add(*ns))
     }
 
     /// The cost of `c` by action (DMA transfer excluded), for traces and reports.
     pub fn parts(&self, c: &Counters) -> [(&'static str, u64); 7] {
+        // Saturating: a cost table from a scenario file may hold anything.
+        let times = |n: u64, ns: u64| n.saturating_mul(ns);
         [
-            ("iotlb_hits", c.iotlb_hits * self.iotlb_hit_ns),
-            ("walks", c.walks * self.walk_levels * self.walk_level_ns),
-            ("atc_hits", c.atc_hits * self.atc_hit_ns),
-            ("ats_requests", c.ats_requests * self.ats_round_trip_ns),
+            ("iotlb_hits", times(c.iotlb_hits, self.iotlb_hit_ns)),
+            (
+                "walks",
+                times(c.walks, self.walk_levels.saturating_mul(self.walk_level_ns)),
+            ),
+            ("atc_hits", times(c.atc_hits, self.atc_hit_ns)),
+            (
+                "ats_requests",
+                times(c.ats_requests, self.ats_round_trip_ns),
+            ),
             (
                 "page_requests",
-                (c.page_request_groups + c.stall_events) * self.page_request_round_trip_ns,
+                times(
+                    c.page_request_groups.saturating_add(c.stall_events),
+                    self.page_request_round_trip_ns,
+                ),
             ),
-            ("commands", c.command_count() * self.command_ns),
-            ("cpu_faults", c.cpu_faults * self.cpu_fault_ns),
+            ("commands", times(c.command_count(), self.command_ns)),
+            ("cpu_faults", times(c.cpu_faults, self.cpu_fault_ns)),
         ]
     }
 }
@@ -115,6 +128,15 @@ mod tests {
         c.commands.insert("CMD_SYNC".into(), 3);
         assert_eq!(t.cost_ns(&c), 10 * 19 + 2 * 4 * 100 + 4_600 + 3 * 150 + 100);
         assert_eq!(t.cost_ns(&Counters::default()), 0);
+        let huge = CostTable {
+            iotlb_hit_ns: u64::MAX,
+            ..t
+        };
+        assert_eq!(
+            huge.cost_ns(&c),
+            u64::MAX,
+            "saturates instead of overflowing"
+        );
         let mut clock = ModeledClock::default();
         assert_eq!(clock.advance(5), 0);
         assert_eq!(clock.now_ns(), 5);

@@ -23,26 +23,84 @@ impl MmuNotifier for Log {
     }
 }
 
-pub(crate) struct Checks<'a, W: Write> {
+pub(crate) struct Checks<'a, W: Write + ?Sized> {
     pub(crate) out: &'a mut W,
     failed: usize,
+    /// Every check so far: what it claims, whether it held.
+    pub(crate) list: Vec<(String, bool)>,
 }
 
-impl<W: Write> Checks<'_, W> {
+impl<W: Write + ?Sized> Checks<'_, W> {
     pub(crate) fn check(&mut self, ok: bool, what: &str) -> Result<()> {
         if !ok {
             self.failed += 1;
         }
+        self.list.push((what.to_string(), ok));
         writeln!(self.out, "  [{}] {what}", if ok { "ok" } else { "FAILED" })?;
         Ok(())
     }
 }
 
-/// Runs the demo, writing its report to `out`. Returns whether every check held.
-pub fn run<W: Write>(out: &mut W) -> Result<bool> {
+/// Options of `sva demo`.
+#[derive(Debug, Default, clap::Args)]
+pub struct DemoArgs {
+    /// Print the report as JSON (docs/report.md) instead of the narrative.
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the data the second process compresses.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write a Chrome trace-event file of the accelerator part on the modeled clock.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<std::path::PathBuf>,
+}
+
+/// Runs the demo as `args` say: the narrative to `out`, or the JSON report.
+pub fn run_with(args: &DemoArgs, out: &mut dyn Write) -> Result<bool> {
+    if !args.json {
+        return run(args, out);
+    }
+    let mut narrative = Vec::new();
+    let mut c = Checks {
+        out: &mut narrative,
+        failed: 0,
+        list: Vec::new(),
+    };
+    let stats = run_checks(args, &mut c)?;
+    let ok = c.failed == 0;
+    let report = serde_json::json!({
+        "version": crate::scenario::report::REPORT_VERSION,
+        "scenario": "demo",
+        "ok": ok,
+        "seed": args.seed,
+        "checks": c.list.iter().map(|(name, ok)| serde_json::json!({
+            "name": name, "ok": ok, "detail": if *ok { "held" } else { "did not hold" },
+        })).collect::<Vec<_>>(),
+        "stats": stats,
+    });
+    writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+    Ok(ok)
+}
+
+/// Runs the demo, writing its narrative to `out`. Returns whether every check held.
+pub fn run(args: &DemoArgs, out: &mut dyn Write) -> Result<bool> {
+    let mut c = Checks {
+        out,
+        failed: 0,
+        list: Vec::new(),
+    };
+    run_checks(args, &mut c)?;
+    Ok(c.failed == 0)
+}
+
+/// Every part of the demo; returns the accelerator part's counters (the report's
+/// `stats`).
+fn run_checks<W: Write + ?Sized>(
+    args: &DemoArgs,
+    c: &mut Checks<'_, W>,
+) -> Result<serde_json::Value> {
     let ram = Arc::new(Ram::with_default_size());
     let sys = System::new(ram.clone(), MmConfig::default())?;
-    let mut c = Checks { out, failed: 0 };
     let rw = Prot::READ | Prot::WRITE;
     writeln!(
         c.out,
@@ -191,17 +249,16 @@ pub fn run<W: Write>(out: &mut W) -> Result<bool> {
         ram.stats().used_frames == 0 && sys.swap_stats().used == 0,
         "after the exits every frame and swap slot is free",
     )?;
-    crate::sva_demo::run(&mut c)?;
-    crate::accel_demo::run(&mut c)?;
-    let failed = c.failed;
+    crate::sva_demo::run(c)?;
+    let stats = crate::accel_demo::run(c, args)?;
     writeln!(
         c.out,
         "\n{} checks failed; frames allocated over the run: {}, peak {}",
-        failed,
+        c.failed,
         ram.stats().total_allocations,
         ram.stats().peak_used_frames
     )?;
-    Ok(failed == 0)
+    Ok(stats)
 }
 
 #[cfg(test)]
@@ -209,7 +266,7 @@ mod tests {
     #[test]
     fn demo_checks_hold() {
         let mut out = Vec::new();
-        let ok = super::run(&mut out).unwrap();
+        let ok = super::run(&super::DemoArgs::default(), &mut out).unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(ok, "{text}");
         assert!(!text.contains("FAILED"));

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the demo (what `cargo run --release` does).
-    Demo,
+    Demo(demo::DemoArgs),
     /// Runs the benchmark suite; figures are ratios against the host doing the same work.
     Bench(bench::BenchArgs),
     /// Runs a seeded random workload against a shadow model of memory (docs/soak.md).
@@ -53,8 +53,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    let result = match cli.command.unwrap_or(Command::Demo) {
-        Command::Demo => demo::run(&mut std::io::stdout()),
+    let result = match cli
+        .command
+        .unwrap_or_else(|| Command::Demo(demo::DemoArgs::default()))
+    {
+        Command::Demo(args) => demo::run_with(&args, &mut std::io::stdout()),
         Command::Bench(args) => bench::run(&args, &mut std::io::stdout()),
         Command::Soak(args) => soak::run(&args, &mut std::io::stdout()),
         Command::Run(args) => {

@@ -34,7 +34,7 @@ fn response(ep: &TestEndpoint, group: u16) -> Option<PriResponse> {
     None
 }
 
-pub(crate) fn run<W: Write>(c: &mut Checks<'_, W>) -> Result<()> {
+pub(crate) fn run<W: Write + ?Sized>(c: &mut Checks<'_, W>) -> Result<()> {
     let p = Platform::new(PlatformConfig {
         irq_thread: true,
         ..PlatformConfig::default()

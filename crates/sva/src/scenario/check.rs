@@ -77,6 +77,8 @@ pub struct Plan {
     pub description: Option<String>,
     /// The file's `seed` (the default of `--seed`).
     pub seed: u64,
+    /// The modeled clock's costs.
+    pub costs: crate::clock::CostTable,
     /// The machine.
     pub platform: PlatformConfig,
     /// The devices.
@@ -961,6 +963,7 @@ pub fn check(raw: &RawScenario, src: &str, path: &Path) -> Result<Plan, Vec<Diag
             ),
             description: raw.description.as_ref().map(|d| d.get_ref().clone()),
             seed: raw.seed.as_ref().map_or(0, |s| *s.get_ref()),
+            costs: raw.costs.unwrap_or_default(),
             platform: PlatformConfig::default(),
             devices: Vec::new(),
             device_options: Vec::new(),

@@ -374,7 +374,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, log: &mut dyn Write) -> Result<Report
         failure: None,
         steps_run: 0,
         device_jobs: vec![0; n_dev],
-        costs: CostTable::default(),
+        costs: plan.costs,
         clock: ModeledClock::default(),
         last: base.clone(),
         base,

@@ -37,6 +37,10 @@ pub struct RawScenario {
     /// What happens, in order.
     #[serde(default)]
     pub step: Vec<S<RawStep>>,
+    /// The modeled clock's cost table (docs/modeled-time.md); unset keys keep their
+    /// defaults.
+    #[serde(default)]
+    pub costs: Option<crate::clock::CostTable>,
 }
 
 /// `[platform]`.
