@@ -335,6 +335,50 @@ struct Runner<'a> {
     last: Sample,
     trace: Option<Trace>,
     completed_now: Vec<u64>,
+    progress: Progress,
+}
+
+/// A progress line on stderr for long runs, only on a terminal (wall-clock time decides
+/// when to draw it; nothing of it reaches the report).
+struct Progress {
+    tty: bool,
+    started: Instant,
+    drawn: Option<Instant>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+            drawn: None,
+        }
+    }
+
+    /// Redraws the line at most five times a second, after the first second.
+    fn tick(&mut self, steps: u64, modeled_ns: u64) {
+        let now = Instant::now();
+        if !self.tty
+            || now.duration_since(self.started) < Duration::from_secs(1)
+            || self
+                .drawn
+                .is_some_and(|d| now.duration_since(d) < Duration::from_millis(200))
+        {
+            return;
+        }
+        self.drawn = Some(now);
+        eprint!(
+            "\r  {steps} steps run, modeled time {}   ",
+            report::show_ns(modeled_ns)
+        );
+    }
+
+    fn done(&self) {
+        if self.drawn.is_some() {
+            eprintln!();
+        }
+    }
 }
 
 /// The run stopped at a step that failed unexpectedly (recorded in `failure`).
@@ -380,6 +424,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, log: &mut dyn Write) -> Result<Report
         base,
         trace: opts.trace.as_ref().map(|_| Trace::new()),
         completed_now: Vec::new(),
+        progress: Progress::new(),
         w: world,
     };
     writeln!(
@@ -399,6 +444,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, log: &mut dyn Write) -> Result<Report
         r.procs[p] = Some(mm);
     }
     let _ = r.exec_steps(&plan.steps);
+    r.progress.done();
     r.finish();
     let report = r.report();
     if let (Some(path), Some(trace)) = (&opts.trace, &r.trace) {
@@ -627,6 +673,7 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         self.steps_run += 1;
+        self.progress.tick(self.steps_run, self.clock.now_ns());
         let label = self.label(s);
         let start_ns = self.clock.now_ns();
         let outcome = self.action(s).and_then(|msg| self.settle().map(|()| msg));
