@@ -13,6 +13,7 @@
 //! | [`vmsa_walk`] | `sva-vmsa`: walks, lookups, map and unmap over arbitrary table memory |
 //! | [`dsa_descriptor`] | `sva-dsa`: arbitrary 64-byte descriptors through both kinds of portal |
 //! | [`zip_sqe`] | `sva-zip`: arbitrary 128-byte SQEs (and doorbells) on a QM queue pair |
+//! | [`scenario`] | `sva`: the scenario-file parser and checker, and its error rendering |
 //!
 //! Every function is deterministic in what it feeds the model; the device models run
 //! engine threads, whose panics [`watch`] turns into a panic of the caller.
@@ -20,6 +21,7 @@
 mod dma;
 mod dsa;
 mod input;
+mod scenario;
 mod smmu;
 mod vmsa;
 pub mod watch;
@@ -27,6 +29,7 @@ mod zip;
 
 pub use dsa::dsa_descriptor;
 pub use input::Input;
+pub use scenario::scenario;
 pub use smmu::{smmu_cmdq, smmu_mmio};
 pub use vmsa::vmsa_walk;
 pub use zip::zip_sqe;
@@ -42,6 +45,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("vmsa_walk", vmsa_walk),
     ("dsa_descriptor", dsa_descriptor),
     ("zip_sqe", zip_sqe),
+    ("scenario", scenario),
 ];
 
 /// The target called `name`.

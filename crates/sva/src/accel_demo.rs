@@ -5,15 +5,15 @@
 //! device waits ends that job at its address; a forked child cannot use its parent's
 //! queue; a process exits with jobs in flight and its PASID comes back only after close.
 
-use crate::clock::{CostTable, ModeledClock};
 use crate::demo::{Checks, DemoArgs};
-use crate::scenario::report::{self, Sample};
-use crate::trace::Trace;
-use crate::world::{DeviceSpec, Kind, World};
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use sva::clock::{CostTable, ModeledClock};
+use sva::scenario::report::{self, Sample};
+use sva::trace::Trace;
+use sva::world::{DeviceSpec, Kind, World};
 use sva_addr::{StreamId, Va};
 use sva_dsa::{DsaSession, SessionConfig, Status};
 use sva_mm::{MapFlags, Mm, Prot};

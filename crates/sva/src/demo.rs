@@ -69,7 +69,7 @@ pub fn run_with(args: &DemoArgs, out: &mut dyn Write) -> Result<bool> {
     let stats = run_checks(args, &mut c)?;
     let ok = c.failed == 0;
     let report = serde_json::json!({
-        "version": crate::scenario::report::REPORT_VERSION,
+        "version": sva::scenario::report::REPORT_VERSION,
         "scenario": "demo",
         "ok": ok,
         "seed": args.seed,

@@ -3,14 +3,11 @@
 
 mod accel_demo;
 mod bench;
-mod clock;
-mod counters;
 mod demo;
-mod scenario;
 mod soak;
 mod sva_demo;
-mod trace;
-mod world;
+
+use sva::scenario;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -2,13 +2,13 @@
 //! engine (ATS + PRI) and a data mover (SMMU stall), a shadow copy of every buffer the
 //! processes own, and the checks run after every step.
 
-use crate::world::{DeviceSpec, Kind, World};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use sva::world::{DeviceSpec, Kind, World};
 use sva_addr::{Pa, StreamId, Va};
 use sva_dsa::{DsaSession, SessionConfig, Status};
 use sva_mm::{AccessKind, MapFlags, Mm, Prot};
