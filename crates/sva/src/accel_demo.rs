@@ -13,18 +13,16 @@ use std::time::{Duration, Instant};
 use sva::clock::{CostTable, ModeledClock};
 use sva::scenario::report::{self, Sample};
 use sva::trace::Trace;
-use sva::world::{DeviceSpec, Kind, World};
-use sva_addr::{StreamId, Va};
+use sva::world::{DeviceSpec, World};
+use sva_addr::Va;
 use sva_dsa::{DsaSession, SessionConfig, Status};
 use sva_mm::{MapFlags, Mm, Prot};
-use sva_pcie::{Capabilities, PciFunction};
+use sva_pcie::PciFunction;
 use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::Uacce;
 use sva_zip::Alg;
 use sva_zip::user::{CompSession, CompStatus, Op};
 
-const ZIP_SID: StreamId = StreamId(0x300);
-const DSA_SID: StreamId = StreamId(0x400);
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const TEXT: &str = include_str!("accel_demo.rs");
 
@@ -55,29 +53,7 @@ struct Tally {
 /// The two devices: the compression engine with ATS and PRI, the data mover with
 /// neither (its faults stall in the SMMU).
 fn machine() -> Result<Machine> {
-    let w = World::new(
-        PlatformConfig::default(),
-        &[
-            DeviceSpec {
-                name: "hisi_zip".into(),
-                kind: Kind::Zip,
-                sid: ZIP_SID,
-                caps: Capabilities::default(),
-                queue_depth: 64,
-            },
-            DeviceSpec {
-                name: "dsa".into(),
-                kind: Kind::Dsa,
-                sid: DSA_SID,
-                caps: Capabilities {
-                    ats: false,
-                    pri_capacity: 0,
-                    ..Capabilities::default()
-                },
-                queue_depth: 0,
-            },
-        ],
-    )?;
+    let w = World::new(PlatformConfig::default(), &DeviceSpec::demo_pair())?;
     let (zip, dsa) = (&w.devices[0], &w.devices[1]);
     Ok(Machine {
         p: w.p.clone(),
@@ -170,9 +146,9 @@ pub(crate) fn run<W: Write + ?Sized>(
         c.out,
         "\nAccelerators through uacce: {} (SID {}, ATS + PRI) and {} (SID {}, stall)",
         m.zip.info().name,
-        ZIP_SID,
+        m.w.devices[0].spec.sid,
         m.dsa.info().name,
-        DSA_SID
+        m.w.devices[1].spec.sid
     )?;
 
     // Process A uses both devices: one address space, one PASID.

@@ -61,6 +61,34 @@ impl Default for DeviceOptions {
     }
 }
 
+impl DeviceSpec {
+    /// The pair the demo and the soak run use: the compression engine at StreamID 0x300
+    /// with ATS and PRI, and the data mover at 0x400 with neither (its faults stall in the
+    /// SMMU).
+    pub fn demo_pair() -> [DeviceSpec; 2] {
+        [
+            DeviceSpec {
+                name: "hisi_zip".into(),
+                kind: Kind::Zip,
+                sid: StreamId(0x300),
+                caps: Capabilities::default(),
+                queue_depth: 64,
+            },
+            DeviceSpec {
+                name: "dsa".into(),
+                kind: Kind::Dsa,
+                sid: StreamId(0x400),
+                caps: Capabilities {
+                    ats: false,
+                    pri_capacity: 0,
+                    ..Capabilities::default()
+                },
+                queue_depth: 0,
+            },
+        ]
+    }
+}
+
 /// A plugged-in device.
 pub struct DeviceHandle {
     /// Its description.

@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use sva::world::{DeviceSpec, Kind, World};
-use sva_addr::{Pa, StreamId, Va};
+use sva::world::{DeviceSpec, World};
+use sva_addr::{Pa, Va};
 use sva_dsa::{DsaSession, SessionConfig, Status};
 use sva_mm::{AccessKind, MapFlags, Mm, Prot};
-use sva_pcie::Capabilities;
 use sva_platform::{Platform, PlatformConfig};
 use sva_zip::Alg;
 use sva_zip::user::{CompSession, CompStatus, Op as ZipOp};
@@ -29,8 +28,6 @@ const SAMPLE_PAGES: usize = 4;
 /// stored-block headers of incompressible input).
 const ZIP_SLACK: u64 = 512;
 const RW: Prot = Prot::READ.union(Prot::WRITE);
-const ZIP_SID: StreamId = StreamId(0x300);
-const DSA_SID: StreamId = StreamId(0x400);
 /// How long a job may take before the run calls it a hang.
 const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -222,29 +219,7 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
 impl Soak {
     /// The world with both accelerators and an empty workload.
     pub fn new(seed: u64) -> anyhow::Result<Self> {
-        let w = World::new(
-            PlatformConfig::default(),
-            &[
-                DeviceSpec {
-                    name: "hisi_zip".into(),
-                    kind: Kind::Zip,
-                    sid: ZIP_SID,
-                    caps: Capabilities::default(),
-                    queue_depth: 64,
-                },
-                DeviceSpec {
-                    name: "dsa".into(),
-                    kind: Kind::Dsa,
-                    sid: DSA_SID,
-                    caps: Capabilities {
-                        ats: false,
-                        pri_capacity: 0,
-                        ..Capabilities::default()
-                    },
-                    queue_depth: 0,
-                },
-            ],
-        )?;
+        let w = World::new(PlatformConfig::default(), &DeviceSpec::demo_pair())?;
         let p = w.p.clone();
         // Warm-up: a first bind allocates a CD-table leaf for the stream (1024 PASIDs'
         // worth, kept for later binds, as Linux keeps them); take the baseline after it.
