@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use sva::clock::{CostTable, ModeledClock};
-use sva::scenario::report::{self, Sample};
+use sva::clock::CostTable;
+use sva::scenario::report::{self, Timeline};
 use sva::trace::Trace;
 use sva::world::{DeviceSpec, World};
 use sva_addr::Va;
@@ -77,21 +77,14 @@ struct Machine {
 
 /// Charges each demo step on the modeled clock and traces it.
 struct Recorder {
-    base: Sample,
-    last: Sample,
-    clock: ModeledClock,
-    costs: CostTable,
+    timeline: Timeline,
     trace: Option<Trace>,
 }
 
 impl Recorder {
     fn new(w: &World, tracing: bool) -> Self {
-        let base = Sample::take(w);
         Self {
-            last: base.clone(),
-            base,
-            clock: ModeledClock::default(),
-            costs: CostTable::default(),
+            timeline: Timeline::new(w, CostTable::default()),
             trace: tracing.then(Trace::new),
         }
     }
@@ -99,11 +92,8 @@ impl Recorder {
     /// Ends a step on `track` ("processes"/"devices", name): its modeled cost is what the
     /// hardware did since the previous step.
     fn step(&mut self, w: &World, track: (&str, &str), name: &str) {
-        let now = Sample::take(w);
-        let cost = report::cost_ns(&self.costs, &now, &self.last);
-        let start = self.clock.advance(cost);
+        let (start, cost, delta) = self.timeline.charge(w);
         if let Some(t) = &mut self.trace {
-            let delta = now.counters.since(&self.last.counters);
             let tr = t.track(track.0, track.1);
             t.span(
                 tr,
@@ -120,7 +110,6 @@ impl Recorder {
                 }),
             );
         }
-        self.last = now;
     }
 }
 
@@ -336,14 +325,14 @@ pub(crate) fn run<W: Write + ?Sized>(
     summary(c, &m, &tally)?;
     let stats = report::stats(
         &m.w,
-        &timeline.base,
-        timeline.clock.now_ns(),
+        timeline.timeline.base(),
+        timeline.timeline.now_ns(),
         &[tally.zip_jobs, tally.dsa_jobs],
     );
     writeln!(
         c.out,
         "modeled time of the accelerator part: {} (docs/modeled-time.md)",
-        report::show_ns(timeline.clock.now_ns())
+        report::show_ns(timeline.timeline.now_ns())
     )?;
     if let (Some(path), Some(trace)) = (&args.trace, &timeline.trace) {
         trace.write(path)?;

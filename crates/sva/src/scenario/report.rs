@@ -3,7 +3,7 @@
 //! simulation, never from the host's clock, and every map is ordered, so the same file
 //! and seed give the same bytes.
 
-use crate::clock::CostTable;
+use crate::clock::{CostTable, ModeledClock};
 use crate::counters::Counters;
 use crate::world::World;
 use serde::Serialize;
@@ -226,9 +226,46 @@ fn build(
     v
 }
 
-/// The modeled cost of the activity between two samples.
-pub fn cost_ns(costs: &CostTable, now: &Sample, before: &Sample) -> u64 {
-    costs.cost_ns(&now.counters.since(&before.counters))
+/// The modeled clock of a run, charged step by step: each [`Timeline::charge`] costs what
+/// the world's hardware did since the previous one.
+#[derive(Debug)]
+pub struct Timeline {
+    costs: CostTable,
+    clock: ModeledClock,
+    base: Sample,
+    last: Sample,
+}
+
+impl Timeline {
+    /// A timeline at modeled time 0, starting from what `w` did so far.
+    pub fn new(w: &World, costs: CostTable) -> Self {
+        let base = Sample::take(w);
+        Self {
+            costs,
+            clock: ModeledClock::default(),
+            last: base.clone(),
+            base,
+        }
+    }
+
+    /// Ends a step: returns when it started, what it cost and the counters it moved.
+    pub fn charge(&mut self, w: &World) -> (u64, u64, Counters) {
+        let now = Sample::take(w);
+        let delta = now.counters.since(&self.last.counters);
+        let cost = self.costs.cost_ns(&delta);
+        self.last = now;
+        (self.clock.advance(cost), cost, delta)
+    }
+
+    /// Modeled nanoseconds so far.
+    pub fn now_ns(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    /// The sample the timeline started from.
+    pub fn base(&self) -> &Sample {
+        &self.base
+    }
 }
 
 /// Looks up a dotted path in `stats`; maps of names (`events`, `commands`) give 0 for a

@@ -10,9 +10,8 @@
 //! outcome deterministic too.
 
 use super::check::*;
-use super::report::{self, Check, Failure, JobReport, Report, Sample};
+use super::report::{self, Check, Failure, JobReport, Report, Timeline};
 use super::spec::{ErrorClass, ErrorSpec, JobStatus, QueueStateSpec, RandomKind, StepKind};
-use crate::clock::{CostTable, ModeledClock};
 use crate::trace::Trace;
 use crate::world::World;
 use anyhow::{Context, Result};
@@ -329,10 +328,7 @@ struct Runner<'a> {
     failure: Option<Failure>,
     steps_run: u64,
     device_jobs: Vec<u64>,
-    costs: CostTable,
-    clock: ModeledClock,
-    base: Sample,
-    last: Sample,
+    timeline: Timeline,
     trace: Option<Trace>,
     completed_now: Vec<u64>,
     progress: Progress,
@@ -394,7 +390,6 @@ pub fn run(plan: &Plan, opts: &RunOptions, log: &mut dyn Write) -> Result<Report
         .clone()
         .context("the platform has the SVA core")?;
     let seed = opts.seed.unwrap_or(plan.seed);
-    let base = Sample::take(&world);
     let n_dev = plan.devices.len();
     let mut r = Runner {
         plan,
@@ -418,10 +413,7 @@ pub fn run(plan: &Plan, opts: &RunOptions, log: &mut dyn Write) -> Result<Report
         failure: None,
         steps_run: 0,
         device_jobs: vec![0; n_dev],
-        costs: plan.costs,
-        clock: ModeledClock::default(),
-        last: base.clone(),
-        base,
+        timeline: Timeline::new(&world, plan.costs),
         trace: opts.trace.as_ref().map(|_| Trace::new()),
         completed_now: Vec::new(),
         progress: Progress::new(),
@@ -673,14 +665,10 @@ impl<'a> Runner<'a> {
             return Ok(());
         }
         self.steps_run += 1;
-        self.progress.tick(self.steps_run, self.clock.now_ns());
+        self.progress.tick(self.steps_run, self.timeline.now_ns());
         let label = self.label(s);
-        let start_ns = self.clock.now_ns();
         let outcome = self.action(s).and_then(|msg| self.settle().map(|()| msg));
-        let now = Sample::take(&self.w);
-        let cost = report::cost_ns(&self.costs, &now, &self.last);
-        self.last = now;
-        self.clock.advance(cost);
+        let (start_ns, cost, _) = self.timeline.charge(&self.w);
         self.trace_step(s, &label, start_ns, cost);
         let cost_note = if cost > 0 {
             format!("  (+{})", report::show_ns(cost))
@@ -764,7 +752,7 @@ impl<'a> Runner<'a> {
             t.instant(
                 track,
                 &name,
-                self.clock.now_ns(),
+                self.timeline.now_ns(),
                 &json!({"ok": ok, "detail": detail, "line": s.line}),
             );
         }
@@ -844,7 +832,7 @@ impl<'a> Runner<'a> {
             None => t.track("scenario", "steps"),
         };
         t.span(track, label, start, cost, &json!({"line": s.line}));
-        let end = self.clock.now_ns();
+        let end = self.timeline.now_ns();
         for j in done {
             if let Some(slot) = self.jobs.get(j) {
                 let dev = &self.plan.devices[slot.device].name;
@@ -1684,7 +1672,7 @@ impl<'a> Runner<'a> {
             alg,
             async_: sub.async_,
             waited: false,
-            start_ns: self.clock.now_ns(),
+            start_ns: self.timeline.now_ns(),
             dst,
         };
         match &sub.op {
@@ -2212,7 +2200,12 @@ impl<'a> Runner<'a> {
     }
 
     fn stats(&self) -> serde_json::Value {
-        report::stats(&self.w, &self.base, self.clock.now_ns(), &self.device_jobs)
+        report::stats(
+            &self.w,
+            self.timeline.base(),
+            self.timeline.now_ns(),
+            &self.device_jobs,
+        )
     }
 
     // ---- random ----
