@@ -131,20 +131,28 @@ impl FrameAllocator {
         Ok(block.refs)
     }
 
-    /// Drops a reference on the block starting at `pa`. Returns the block size when that was
-    /// the last reference and the block is free again, `None` otherwise.
-    pub fn put(&self, pa: Pa) -> Result<Option<u64>> {
+    /// Drops a reference on the block starting at `pa`. When that was the last reference,
+    /// `scrub(pa, size)` runs (outside the allocator's lock) before the block goes back on
+    /// the free lists, so nobody can be handed the block before it is scrubbed; returns
+    /// whether the block was freed. A block being scrubbed counts as allocated but takes no
+    /// new references. If `scrub` fails, the block stays allocated (it cannot be handed out
+    /// dirty) and the error is returned.
+    pub fn put(&self, pa: Pa, scrub: impl FnOnce(Pa, u64) -> Result<()>) -> Result<bool> {
+        let order = {
+            let mut st = self.lock();
+            let block = Self::block_mut(&mut st, pa)?;
+            block.refs -= 1;
+            if block.refs > 0 {
+                return Ok(false);
+            }
+            block.order
+        };
+        scrub(pa, FRAME_SIZE << order)?;
         let mut st = self.lock();
-        let block = Self::block_mut(&mut st, pa)?;
-        block.refs -= 1;
-        if block.refs > 0 {
-            return Ok(None);
-        }
-        let order = block.order;
         let frame = pa.raw() >> FRAME_SHIFT;
         st.used.remove(&frame);
         Self::release(&mut st, frame, order);
-        Ok(Some(FRAME_SIZE << order))
+        Ok(true)
     }
 
     /// Reference count of the block starting at `pa`.
@@ -187,8 +195,10 @@ impl FrameAllocator {
         if !pa.is_aligned(FRAME_SIZE) {
             return Err(Error::NotAllocated(pa));
         }
+        // A block whose last reference went is being scrubbed: it is nobody's any more.
         st.used
             .get_mut(&(pa.raw() >> FRAME_SHIFT))
+            .filter(|b| b.refs > 0)
             .ok_or(Error::NotAllocated(pa))
     }
 
@@ -215,6 +225,49 @@ impl FrameAllocator {
 mod tests {
     use super::*;
 
+    /// A scrub that leaves the block as it is.
+    fn keep(_: Pa, _: u64) -> Result<()> {
+        Ok(())
+    }
+
+    #[test]
+    fn the_last_put_scrubs_before_the_block_is_free() {
+        let a = FrameAllocator::new(1 << 20);
+        let p = a.alloc(16 << 10).unwrap();
+        a.get(p).unwrap();
+        let mut seen = Vec::new();
+        assert!(
+            !a.put(p, |pa, size| {
+                seen.push((pa, size));
+                Ok(())
+            })
+            .unwrap()
+        );
+        assert!(seen.is_empty(), "not the last reference: no scrub");
+        let freed = a
+            .put(p, |pa, size| {
+                seen.push((pa, size));
+                // While scrubbed, the block is nobody's and not free either.
+                assert_eq!(a.get(pa).unwrap_err(), Error::NotAllocated(pa));
+                assert_eq!(a.stats().blocks, 1);
+                Ok(())
+            })
+            .unwrap();
+        assert!(freed);
+        assert_eq!(seen, [(p, 16 << 10)]);
+        assert_eq!(a.stats().used_frames, 0);
+    }
+
+    #[test]
+    fn a_failed_scrub_keeps_the_block_out_of_the_free_lists() {
+        let a = FrameAllocator::new(1 << 20);
+        let p = a.alloc(4096).unwrap();
+        let err = a.put(p, |pa, _| Err(Error::NotAllocated(pa))).unwrap_err();
+        assert_eq!(err, Error::NotAllocated(p));
+        assert_eq!(a.stats().used_frames, 1);
+        assert_ne!(a.alloc(4096).unwrap(), p, "a dirty block was handed out");
+    }
+
     #[test]
     fn blocks_are_naturally_aligned() {
         let a = FrameAllocator::new(64 << 20);
@@ -234,9 +287,9 @@ mod tests {
         let big = a.alloc(2 << 20).unwrap();
         assert_eq!(a.stats().used_frames, 100 + 512);
         for p in pages {
-            assert_eq!(a.put(p).unwrap(), Some(4096));
+            assert!(a.put(p, keep).unwrap());
         }
-        a.put(big).unwrap();
+        a.put(big, keep).unwrap();
         let end = a.stats();
         assert_eq!(end.free_frames, start.free_frames);
         assert_eq!(end.blocks, 0);
@@ -250,10 +303,10 @@ mod tests {
         let a = FrameAllocator::new(1 << 20);
         let p = a.alloc(4096).unwrap();
         assert_eq!(a.get(p).unwrap(), 2);
-        assert_eq!(a.put(p).unwrap(), None);
+        assert!(!a.put(p, keep).unwrap());
         assert_eq!(a.refcount(p).unwrap(), 1);
-        assert_eq!(a.put(p).unwrap(), Some(4096));
-        assert_eq!(a.put(p).unwrap_err(), Error::NotAllocated(p));
+        assert!(a.put(p, keep).unwrap());
+        assert_eq!(a.put(p, keep).unwrap_err(), Error::NotAllocated(p));
         assert_eq!(
             a.get(Pa(p.raw() + 8)).unwrap_err(),
             Error::NotAllocated(Pa(p.raw() + 8))
@@ -270,8 +323,8 @@ mod tests {
         for i in 0..512u64 {
             let f = Pa(b.raw() + i * 4096);
             assert_eq!(a.refcount(f).unwrap(), 2);
-            a.put(f).unwrap();
-            assert_eq!(a.put(f).unwrap(), Some(4096));
+            a.put(f, keep).unwrap();
+            assert!(a.put(f, keep).unwrap());
         }
         assert_eq!(a.stats().used_frames, 0);
     }

@@ -59,6 +59,23 @@ pub trait PhysMemory: Send + Sync {
         Ok(())
     }
 
+    /// Whether every byte of `[pa, pa + len)` is zero: how a translation table is found
+    /// empty (descriptors read with at least Acquire ordering, as `load_u64`).
+    fn is_zero(&self, pa: Pa, len: u64) -> Result<bool> {
+        self.check_range(pa, len)?;
+        let mut buf = [0u8; 4096];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(buf.len() as u64) as usize;
+            self.read(pa + done, &mut buf[..n])?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            done += n as u64;
+        }
+        Ok(true)
+    }
+
     /// Checks that `[pa, pa + len)` lies inside RAM.
     fn check_range(&self, pa: Pa, len: u64) -> Result<()> {
         match pa.raw().checked_add(len) {

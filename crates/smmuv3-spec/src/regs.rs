@@ -260,17 +260,18 @@ impl Register {
     /// The register starting exactly at `offset`.
     #[must_use]
     pub fn at(offset: u32) -> Option<Self> {
-        Self::ALL.iter().copied().find(|r| r.offset() == offset)
+        Self::containing(offset).and_then(|(r, inside)| (inside == 0).then_some(r))
     }
 
     /// The register covering byte `offset`, with the byte offset inside it (4 for the upper
-    /// half of a 64-bit register).
+    /// half of a 64-bit register). A binary search: every MMIO access decodes its offset,
+    /// and [`Register::ALL`] is sorted by offset.
     #[must_use]
     pub fn containing(offset: u32) -> Option<(Self, u32)> {
-        Self::ALL.iter().copied().find_map(|r| {
-            let inside = offset.checked_sub(r.offset())?;
-            (inside < r.width().bytes()).then_some((r, inside))
-        })
+        let next = Self::ALL.partition_point(|r| r.offset() <= offset);
+        let r = *Self::ALL.get(next.checked_sub(1)?)?;
+        let inside = offset - r.offset();
+        (inside < r.width().bytes()).then_some((r, inside))
     }
 
     /// Whether the register lives on page 1.
@@ -324,6 +325,20 @@ mod tests {
         for &(name, offset) in expected {
             let reg = Register::at(offset).unwrap_or_else(|| panic!("no register at {offset:#x}"));
             assert_eq!(reg.name(), name);
+        }
+    }
+
+    /// The binary search agrees with scanning the table, at every byte of the region.
+    #[test]
+    fn containing_agrees_with_a_scan() {
+        for offset in 0..REGION_SIZE + 8 {
+            let scan = Register::ALL.iter().copied().find_map(|r| {
+                let inside = offset.checked_sub(r.offset())?;
+                (inside < r.width().bytes()).then_some((r, inside))
+            });
+            assert_eq!(Register::containing(offset), scan, "offset {offset:#x}");
+            let at = scan.filter(|&(_, inside)| inside == 0).map(|(r, _)| r);
+            assert_eq!(Register::at(offset), at, "offset {offset:#x}");
         }
     }
 

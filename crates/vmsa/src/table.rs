@@ -384,12 +384,7 @@ impl PageTable {
         table: Pa,
         level: u8,
     ) -> Result<bool> {
-        for i in 0..self.config.entries(level) {
-            if mem.load_u64(slot(table, i))? != 0 {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        Ok(mem.is_zero(table, self.config.entries(level) * 8)?)
     }
 
     /// Allocates a zeroed table frame that the output address size can reach.

@@ -84,7 +84,7 @@ impl PageTable {
                 Self::take(mem, entry)?;
                 // The table's range may still sit in walk caches: invalidate before freeing.
                 st.tlb.invalidate(Va(c.base), size, false);
-                st.ram.put(sub)?;
+                st.ram.put_zeroed(sub)?;
             }
         }
         Ok(())
