@@ -58,6 +58,8 @@ struct Rig {
     /// Zeroed frames for the final check of [`smmu_cmdq`].
     spare: u64,
     pt: PageTable,
+    /// The function behind every StreamID (the SMMU links to it weakly).
+    ep: Arc<NullEp>,
     prod: u32,
 }
 
@@ -155,6 +157,7 @@ impl Rig {
             ram,
             smmu,
             pt,
+            ep: Arc::new(NullEp),
             prod: 0,
         };
         // Eight pages and a 2 MiB block, user RW, into the data area of the region.
@@ -213,9 +216,8 @@ impl Rig {
                     .with_config(StreamConfig::Abort),
             ),
         );
-        let ep: Arc<dyn Endpoint> = Arc::new(NullEp);
         for sid in 0..SIDS {
-            r.smmu.attach_endpoint(StreamId(sid), ep.clone());
+            r.smmu.attach_endpoint(StreamId(sid), &r.ep);
         }
         r
     }

@@ -184,7 +184,7 @@ impl PciFunction {
             stall_changed: Condvar::new(),
             counters: Counters::default(),
         });
-        smmu.attach_endpoint(sid, f.clone());
+        smmu.attach_endpoint(sid, &f);
         f
     }
 

@@ -100,7 +100,7 @@ impl TestEndpoint {
             messages: Mutex::new(Vec::new()),
             changed: Condvar::new(),
         });
-        smmu.attach_endpoint(sid, ep.clone());
+        smmu.attach_endpoint(sid, &ep);
         ep
     }
 

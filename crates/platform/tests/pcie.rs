@@ -326,3 +326,31 @@ fn two_processes_on_one_function_are_isolated_by_pasid() {
     a.read(va_a, &mut buf).unwrap();
     assert_eq!(&buf, b"process A", "A's page is untouched");
 }
+
+/// Nothing keeps the machine alive once its owners let go: the SMMU links to its
+/// functions weakly (a function holds the SMMU, so strong links both ways would leak the
+/// SMMU, its RAM and every function of every platform ever built).
+#[test]
+fn a_dropped_platform_frees_the_smmu_its_ram_and_its_functions() {
+    let (p, f, mm, bond) = setup(Capabilities::default(), SmmuConfig::default());
+    let va = mm.mmap(None, 4096, RW, MapFlags::PRIVATE).unwrap();
+    f.write(DmaCtx::pasid(bond.pasid), va.raw(), &[7; 64])
+        .unwrap();
+    assert_eq!(p.smmu.stats().page_requests, 1);
+    let (smmu, ram, function) = (
+        Arc::downgrade(&p.smmu),
+        Arc::downgrade(&p.ram),
+        Arc::downgrade(&f),
+    );
+    p.sva.as_ref().unwrap().unbind(bond).unwrap();
+    p.system.exit(mm.pid()).unwrap();
+    drop((f, mm));
+    // The SMMU no longer reaches a function nobody holds.
+    assert!(
+        function.upgrade().is_none(),
+        "the SMMU kept the function alive"
+    );
+    drop(p);
+    assert!(smmu.upgrade().is_none(), "the SMMU outlived its platform");
+    assert!(ram.upgrade().is_none(), "the RAM outlived its platform");
+}

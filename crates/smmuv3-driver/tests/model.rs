@@ -370,7 +370,7 @@ fn pri_request_to_response() {
     let r = rig(SmmuConfig::default(), ProbeOptions::default());
     let ep = Arc::new(Ep::default());
     let sid = StreamId(0x20);
-    r.smmu.attach_endpoint(sid, ep.clone());
+    r.smmu.attach_endpoint(sid, &ep);
     let pt = page_table(&r.ram);
     r.drv
         .attach(
@@ -423,7 +423,7 @@ fn stall_and_resume() {
     let r = rig(SmmuConfig::default(), ProbeOptions::default());
     let ep = Arc::new(Ep::default());
     let sid = StreamId(0x30);
-    r.smmu.attach_endpoint(sid, ep.clone());
+    r.smmu.attach_endpoint(sid, &ep);
     let pt = page_table(&r.ram);
     r.drv
         .attach(
@@ -850,7 +850,7 @@ fn priq_overflow_is_counted() {
     assert_eq!(r.drv.features().priq_log2, 1);
     let ep = Arc::new(Ep::default());
     let sid = StreamId(0x21);
-    r.smmu.attach_endpoint(sid, ep.clone());
+    r.smmu.attach_endpoint(sid, &ep);
     for prg in 0..4u16 {
         r.smmu.page_request(&PageRequest {
             stream_id: sid,
@@ -897,7 +897,7 @@ fn stall_term_and_disable() {
     let r = rig(SmmuConfig::default(), ProbeOptions::default());
     let ep = Arc::new(Ep::default());
     let sid = StreamId(0x31);
-    r.smmu.attach_endpoint(sid, ep.clone());
+    r.smmu.attach_endpoint(sid, &ep);
     let pt = page_table(&r.ram);
     r.drv
         .attach(

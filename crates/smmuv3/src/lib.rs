@@ -113,7 +113,7 @@ mod translate;
 mod utlb;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 pub use stats::SmmuStats;
 pub use sva_addr::{Asid, Pa, Pasid, StreamId, Va};
@@ -412,7 +412,10 @@ pub struct Smmu {
     config: SmmuConfig,
     state: Mutex<State>,
     irq: RwLock<BTreeMap<IrqLine, IrqHandler>>,
-    endpoints: RwLock<BTreeMap<StreamId, Arc<dyn Endpoint>>>,
+    /// Weak links: the SMMU does not own the functions (their owners do, as the bus owns a
+    /// PCI device), and a strong link would be a cycle, since a function holds the SMMU it
+    /// sends its traffic to. A function whose last owner dropped it is unplugged.
+    endpoints: RwLock<BTreeMap<StreamId, Weak<dyn Endpoint>>>,
     /// Notifications raised by callbacks nested too deep, delivered by the outermost
     /// delivery loop (so a handler that keeps provoking interrupts cannot overflow the stack).
     deferred: Mutex<Vec<Notify>>,
@@ -496,12 +499,13 @@ impl Smmu {
             .insert(line, handler);
     }
 
-    /// Connects the PCIe function with StreamID `sid`.
-    pub fn attach_endpoint(&self, sid: StreamId, ep: Arc<dyn Endpoint>) {
+    /// Connects the PCIe function with StreamID `sid`, for as long as its owners keep it.
+    pub fn attach_endpoint<E: Endpoint + 'static>(&self, sid: StreamId, ep: &Arc<E>) {
+        let weak: Weak<E> = Arc::downgrade(ep);
         self.endpoints
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(sid, ep);
+            .insert(sid, weak as Weak<dyn Endpoint>);
     }
 
     /// Disconnects the function with StreamID `sid`.
@@ -643,7 +647,7 @@ impl Smmu {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&sid)
-            .cloned()
+            .and_then(Weak::upgrade)
     }
 }
 

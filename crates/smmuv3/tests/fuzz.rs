@@ -61,7 +61,7 @@ proptest! {
         let mut r = rig_with(SmmuConfig { iotlb_entries: 16, config_cache_entries: 8, ..SmmuConfig::default() });
         let ep = Arc::new(MockEp::default());
         for sid in 0..4 {
-            r.smmu.attach_endpoint(StreamId(sid), ep.clone());
+            r.smmu.attach_endpoint(StreamId(sid), &ep);
         }
         let weak = Arc::downgrade(&r.smmu);
         // A careless driver: acknowledges errors without fixing the command (a livelock on

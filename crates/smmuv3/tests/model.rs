@@ -826,7 +826,7 @@ fn stall_stream(r: &Rig, sid: u32) -> sva_vmsa::PageTable {
 fn stall_then_resume_retry() {
     let mut r = rig();
     let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(1), ep.clone());
+    r.smmu.attach_endpoint(StreamId(1), &ep);
     let pt = stall_stream(&r, 1);
     let TranslateOutcome::Stalled { stag } =
         r.smmu.translate(&txn(1, None, 0x5000, AccessKind::Write))
@@ -865,7 +865,7 @@ fn stall_then_resume_retry() {
 fn stall_then_stall_term() {
     let mut r = rig();
     let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(2), ep.clone());
+    r.smmu.attach_endpoint(StreamId(2), &ep);
     let _pt = stall_stream(&r, 2);
     let a = r.smmu.translate(&read(2, 0x1000));
     let b = r.smmu.translate(&read(2, 0x2000));
@@ -917,7 +917,7 @@ fn page_req(sid: u32, prg: u16, last: bool, addr: u64) -> PageRequest {
 fn pri_queue_entries_and_overflow() {
     let mut r = rig();
     let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(3), ep.clone());
+    r.smmu.attach_endpoint(StreamId(3), &ep);
     let irqs = Arc::new(AtomicU32::new(0));
     let i2 = irqs.clone();
     r.smmu.set_irq_handler(
@@ -985,7 +985,7 @@ fn pri_queue_entries_and_overflow() {
 fn ats_translation_and_atc_invalidation() {
     let mut r = rig();
     let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(1), ep.clone());
+    r.smmu.attach_endpoint(StreamId(1), &ep);
     let pt = r.simple_stream(1, 1);
     let block = r.alloc(2 << 20);
     r.map(&pt, 0x20_0000, block, 2 << 20, rw());

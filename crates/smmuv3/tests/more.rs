@@ -276,7 +276,8 @@ impl sva_smmuv3::Endpoint for PanickyEp {
 #[test]
 fn a_panicking_endpoint_does_not_wedge_the_queue() {
     let mut r = rig();
-    r.smmu.attach_endpoint(StreamId(1), Arc::new(PanickyEp));
+    let ep = Arc::new(PanickyEp);
+    r.smmu.attach_endpoint(StreamId(1), &ep);
     let inv = Command::AtcInv {
         sid: StreamId(1),
         ssid: None,
@@ -304,7 +305,7 @@ fn stalling_stream(r: &Rig, sid: u32) -> PageTable {
 fn clearing_smmuen_terminates_stalls() {
     let r = rig();
     let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(1), ep.clone());
+    r.smmu.attach_endpoint(StreamId(1), &ep);
     let _pt = stalling_stream(&r, 1);
     let TranslateOutcome::Stalled { stag } = r.smmu.translate(&read(1, 0x1000)) else {
         panic!("expected a stall");
