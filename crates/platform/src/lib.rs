@@ -394,7 +394,13 @@ impl Platform {
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        self.irqs.stop.store(true, Ordering::Release);
+        {
+            // Under the lock the interrupt thread checks `stop` with: stored outside it, the
+            // store and the notification could fall between its check and its wait, and it
+            // would sleep forever.
+            let _pending = lock(&self.irqs.pending);
+            self.irqs.stop.store(true, Ordering::Release);
+        }
         self.irqs.raised.notify_all();
         if let Some(t) = self.irq_thread.take() {
             let _ = t.join();
