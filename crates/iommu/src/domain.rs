@@ -7,10 +7,11 @@ use crate::driver::{DomainConfig, IommuDriver, SvaContext};
 use crate::iopf::DeviceId;
 use crate::{Error, Result};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use sva_addr::{Asid, Iova, Pa, Pasid, Va};
 use sva_mm::{AsidAllocator, Prot};
 use sva_physmem::Ram;
+use sva_sync::{Mutex, lock};
 use sva_vmsa::{Attributes, Granule, PageTable, TableConfig};
 
 /// Lowest IOVA handed out: page 0 stays unmapped so a null DMA address faults.
@@ -215,10 +216,6 @@ impl core::fmt::Debug for DmaDomain {
             .field("asid", &self.asid())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DmaDomain {

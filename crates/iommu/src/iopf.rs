@@ -15,14 +15,13 @@
 //! Groups of one (device, PASID) are handled in arrival order of their LAST request, on
 //! one worker chosen by PASID, so a device sees its responses in order.
 
-use crate::sync::{
-    Condvar, JoinHandle, Mutex, Receiver, RwLock, RwLockWriteGuard, SPIN, Sender, TryRecvError,
-    channel, lock, thread,
-};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use sva_addr::{Pasid, Va};
 use sva_mm::{AccessKind, Mm};
+use sva_sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use sva_sync::thread::{self, JoinHandle};
+use sva_sync::{Condvar, Mutex, RwLock, lock, read, spin_until, wait, write};
 
 /// A device as the core names it (for SMMUv3, the StreamID).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -181,11 +180,7 @@ impl IopfQueue {
             *n -= dropped.min(*n);
         }
         while out.get(&pasid).is_some_and(|&n| n > 0) {
-            out = self
-                .shared
-                .idle
-                .wait(out)
-                .unwrap_or_else(|p| p.into_inner());
+            out = wait(&self.shared.idle, out);
         }
         out.remove(&pasid);
     }
@@ -213,21 +208,15 @@ impl Drop for IopfQueue {
     }
 }
 
-fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The next group for a worker: polled for [`SPIN`] first, then waited for.
+/// The next group for a worker (`None` once the queue is dropped): polled for
+/// [`sva_sync::SPIN`] first, then waited for.
 fn next_group(rx: &Receiver<Vec<PageRequest>>) -> Option<Vec<PageRequest>> {
-    let start = std::time::Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(group) => return Some(group),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if start.elapsed() < SPIN => thread::yield_now(),
-            Err(TryRecvError::Empty) => return rx.recv().ok(),
-        }
-    }
+    spin_until(|| match rx.try_recv() {
+        Ok(group) => Some(Some(group)),
+        Err(TryRecvError::Disconnected) => Some(None),
+        Err(TryRecvError::Empty) => None,
+    })
+    .unwrap_or_else(|| rx.recv().ok())
 }
 
 fn worker(shared: &Shared, rx: &Receiver<Vec<PageRequest>>) {
@@ -255,10 +244,7 @@ fn worker(shared: &Shared, rx: &Receiver<Vec<PageRequest>>) {
 
 /// Resolves every request of a group; the first refusal decides the answer.
 fn handle_group(shared: &Shared, group: &[PageRequest]) -> PageResponse {
-    let mm = shared
-        .spaces
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
+    let mm = read(&shared.spaces)
         .get(&group[0].pasid)
         .and_then(Weak::upgrade);
     let Some(mm) = mm else {

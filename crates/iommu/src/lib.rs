@@ -13,7 +13,6 @@ mod error;
 pub mod iopf;
 mod pasid;
 mod sva;
-mod sync;
 
 pub use domain::{DmaDomain, Domain, IOVA_BASE};
 pub use driver::{DomainConfig, DriverError, IommuDriver, SvaCaps, SvaContext};

@@ -1,6 +1,6 @@
 use crate::{Error, Result};
-use std::sync::Mutex;
 use sva_addr::Pasid;
+use sva_sync::{Mutex, MutexGuard, lock};
 
 const WORDS: usize = 1 << (Pasid::BITS - 6);
 
@@ -40,8 +40,8 @@ impl PasidAllocator {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 
     /// The lowest free PASID in `[min, max]`.

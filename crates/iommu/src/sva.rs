@@ -13,13 +13,13 @@
 use crate::domain::{DmaDomain, Domain, IoTable};
 use crate::driver::{IommuDriver, SvaContext};
 use crate::iopf::{DeviceId, IopfQueue, PageRequest, PageResponse, ResponseSink};
-use crate::sync::{Mutex, lock};
 use crate::{Error, PasidAllocator, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, MutexGuard as StdMutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use sva_addr::{Asid, Pasid, Va};
 use sva_mm::{InvalidateRange, Mm, MmuNotifier, NotifierId, Pid};
+use sva_sync::{Mutex, lock};
 
 /// What a device asks for when it enables SVA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -144,9 +144,7 @@ struct SvaNotifier {
     inner: Weak<Inner>,
     pasid: Pasid,
     /// Devices bound to this address space (the ATCs to invalidate).
-    /// A std lock, not the schedule explorer's: taken inside the mm's own locks (MMU
-    /// notifier callbacks), where no thread may be descheduled by a test scheduler.
-    targets: StdMutex<Vec<(DeviceId, Pasid)>>,
+    targets: Mutex<Vec<(DeviceId, Pasid)>>,
 }
 
 impl MmuNotifier for SvaNotifier {
@@ -154,7 +152,7 @@ impl MmuNotifier for SvaNotifier {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        let targets = std_lock(&self.targets).clone();
+        let targets = lock(&self.targets).clone();
         // The IOMMU must not keep a translation the CPU dropped; an error here means the
         // hardware did not confirm, and there is no caller to hand it to.
         let _ = inner
@@ -167,10 +165,6 @@ impl MmuNotifier for SvaNotifier {
             inner.release(self.pasid, asid);
         }
     }
-}
-
-fn std_lock<T>(m: &StdMutex<T>) -> StdMutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Sva {
@@ -370,7 +364,7 @@ impl Sva {
                 let notifier = Arc::new(SvaNotifier {
                     inner: Arc::downgrade(inner),
                     pasid,
-                    targets: StdMutex::new(Vec::new()),
+                    targets: Mutex::new(Vec::new()),
                 });
                 let notifier_id = match mm.register_notifier(notifier.clone()) {
                     Ok(id) => id,
@@ -431,7 +425,7 @@ impl Sva {
                     },
                 );
             }
-            None => std_lock(&space.notifier.targets).push((device, pasid)),
+            None => lock(&space.notifier.targets).push((device, pasid)),
         }
         st.devices.get_mut(&device).expect("checked").bonds += 1;
         Ok(Bond {
@@ -470,7 +464,7 @@ impl Sva {
             return Ok(());
         }
         space.bonds.remove(&bond.device);
-        std_lock(&space.notifier.targets).retain(|t| t.0 != bond.device);
+        lock(&space.notifier.targets).retain(|t| t.0 != bond.device);
         let private = space.private.remove(&bond.device);
         let last = space.bonds.is_empty();
         // From now on the device's requests for the PASID are refused without reaching the

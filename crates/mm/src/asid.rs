@@ -1,7 +1,7 @@
 use crate::{Error, Result};
 use std::collections::BTreeSet;
-use std::sync::Mutex;
 use sva_addr::Asid;
+use sva_sync::{Mutex, lock};
 
 /// Allocator of 16-bit ASIDs. ASID 0 is reserved (kernel / no process). The lowest free
 /// ASID is handed out, so runs are deterministic.
@@ -31,7 +31,7 @@ impl AsidAllocator {
 
     /// A free ASID.
     pub fn alloc(&self) -> Result<Asid> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
         if let Some(a) = st.freed.pop_first() {
             return Ok(Asid(a));
         }
@@ -45,7 +45,7 @@ impl AsidAllocator {
 
     /// Returns `asid` to the pool.
     pub fn free(&self, asid: Asid) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = lock(&self.state);
         debug_assert!(asid.0 != 0 && u32::from(asid.0) < st.next);
         st.freed.insert(asid.0);
     }

@@ -11,10 +11,11 @@ use crate::{
     Pid, Prot, Result, SegvCode,
 };
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use sva_addr::{Asid, Pa, Pasid, Va};
 use sva_physmem::{PhysMemory, Ram};
+use sva_sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, read, write};
 use sva_vmsa::{Access, Attributes, Granule, Httu, Leaf, PageTable, TableConfig};
 
 /// How many times a CPU access retries after a fault the handler resolved before giving up
@@ -221,7 +222,7 @@ impl Mm {
     }
 
     fn read_state(&self) -> Result<RwLockReadGuard<'_, State>> {
-        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let st = read(&self.state);
         if st.alive {
             Ok(st)
         } else {
@@ -230,7 +231,7 @@ impl Mm {
     }
 
     fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>> {
-        let st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let st = write(&self.state);
         if st.alive {
             Ok(st)
         } else {
@@ -245,17 +246,14 @@ impl Mm {
         // Hold the state lock so registration cannot interleave with an exit.
         let _st = self.read_state()?;
         let id = NotifierId(self.next_notifier.fetch_add(1, Ordering::Relaxed));
-        self.notifiers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, n));
+        write(&self.notifiers).push((id, n));
         Ok(id)
     }
 
     /// Unregisters a notifier; waits for its callbacks in flight. Returns whether it was
     /// registered (it is not after the release at exit).
     pub fn unregister_notifier(&self, id: NotifierId) -> bool {
-        let mut list = self.notifiers.write().unwrap_or_else(|p| p.into_inner());
+        let mut list = write(&self.notifiers);
         let before = list.len();
         list.retain(|(i, _)| *i != id);
         list.len() != before
@@ -268,12 +266,7 @@ impl Mm {
             end,
             reason,
         };
-        for (_, n) in self
-            .notifiers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (_, n) in read(&self.notifiers).iter() {
             if begin {
                 n.invalidate_range_start(&range);
             } else {
@@ -1162,7 +1155,7 @@ impl Mm {
     /// Drops pins taken by [`Mm::pin_pages`]. Works after exit too: the frames are released
     /// when their last holder lets go.
     pub fn unpin_pages(&self, pages: &[(Va, Pa)]) {
-        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = write(&self.state);
         for &(va, pa) in pages {
             if let Some(n) = st.pins.get_mut(&va) {
                 *n -= 1;
@@ -1402,12 +1395,11 @@ impl Mm {
     /// Exit: release notifiers first (tables still intact), then every page, swap slot,
     /// table frame and the ASID go back to their pools. Idempotent.
     pub(crate) fn exit(&self) {
-        let notifiers =
-            core::mem::take(&mut *self.notifiers.write().unwrap_or_else(|p| p.into_inner()));
+        let notifiers = core::mem::take(&mut *write(&self.notifiers));
         for (_, n) in &notifiers {
             n.release(self.asid);
         }
-        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let mut st = write(&self.state);
         if !st.alive {
             return;
         }

@@ -1,6 +1,6 @@
 use crate::{Error, Result};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use sva_sync::{Mutex, MutexGuard, lock};
 
 /// A swap slot number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -46,8 +46,8 @@ impl SwapStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SwapState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, SwapState> {
+        lock(&self.state)
     }
 
     /// Stores a page; returns its slot.

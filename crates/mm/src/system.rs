@@ -1,8 +1,9 @@
 use crate::{AsidAllocator, Error, Mm, Result, SwapStats, SwapStore, TlbBroadcast};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use sva_physmem::Ram;
+use sva_sync::{Mutex, MutexGuard, lock};
 use sva_vmsa::{Granule, TableConfig};
 
 /// A process identifier.
@@ -116,8 +117,8 @@ impl System {
         self.shared.swap.stats()
     }
 
-    fn procs(&self) -> std::sync::MutexGuard<'_, BTreeMap<Pid, Arc<Mm>>> {
-        self.procs.lock().unwrap_or_else(|p| p.into_inner())
+    fn procs(&self) -> MutexGuard<'_, BTreeMap<Pid, Arc<Mm>>> {
+        lock(&self.procs)
     }
 
     fn add(&self, mm: Mm) -> Arc<Mm> {

@@ -2,9 +2,9 @@
 //! that subscribes sees every invalidation; an SMMU with BTM (broadcast TLB maintenance)
 //! snoops these to invalidate its own TLB entries tagged with the same ASID.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use sva_addr::{Asid, Va};
+use sva_sync::{RwLock, read, write};
 
 /// One broadcast TLB invalidation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,16 +53,13 @@ impl TlbBroadcast {
     /// Adds a snooper; returns its id for [`TlbBroadcast::unsubscribe`].
     pub fn subscribe(&self, snooper: std::sync::Arc<dyn TlbSnooper>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.subscribers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((id, snooper));
+        write(&self.subscribers).push((id, snooper));
         id
     }
 
     /// Removes a snooper. Returns whether it was subscribed.
     pub fn unsubscribe(&self, id: u64) -> bool {
-        let mut subs = self.subscribers.write().unwrap_or_else(|p| p.into_inner());
+        let mut subs = write(&self.subscribers);
         let before = subs.len();
         subs.retain(|(i, _)| *i != id);
         subs.len() != before
@@ -71,12 +68,7 @@ impl TlbBroadcast {
     /// Broadcasts one invalidation to every subscriber.
     pub fn send(&self, op: Tlbi) {
         self.issued.fetch_add(1, Ordering::Relaxed);
-        for (_, s) in self
-            .subscribers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for (_, s) in read(&self.subscribers).iter() {
             s.tlbi(&op);
         }
     }

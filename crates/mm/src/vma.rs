@@ -3,9 +3,10 @@
 
 use crate::{FrameRegion, IoMemory, MapFlags, Prot};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use sva_addr::Va;
 use sva_physmem::{Pa, Ram};
+use sva_sync::{Mutex, lock};
 
 /// The pages behind a MAP_SHARED anonymous mapping: one frame per page offset, shared by
 /// every VMA (in any process) that maps the object. Holds one reference on each frame.
@@ -33,7 +34,7 @@ impl ShmObject {
     /// The frame for page `pgoff`, allocated (zeroed) on first use. The caller gets a
     /// reference of its own.
     pub(crate) fn page(&self, pgoff: u64, size: u64) -> sva_physmem::Result<Pa> {
-        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pages = lock(&self.pages);
         let pa = match pages.get(&pgoff) {
             Some(&pa) => pa,
             None => {

@@ -7,8 +7,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
 use sva_addr::{Pa, Pasid};
+use sva_sync::{RwLock, RwLockReadGuard, read, write};
 
 /// PASID slot of entries without a PASID and of Global entries.
 const NO_PASID: u32 = u32::MAX;
@@ -108,7 +108,7 @@ impl Atc {
 
     /// Starts an access: no invalidation completes until the guard is dropped.
     pub fn access(&self) -> AtcAccess<'_> {
-        AtcAccess(self.table.read().unwrap_or_else(|p| p.into_inner()))
+        AtcAccess(read(&self.table))
     }
 
     /// The entry translating `addr` in `pasid`'s space, if cached (counted as hit/miss).
@@ -153,7 +153,7 @@ impl Atc {
         global: bool,
         entry: AtcEntry,
     ) -> bool {
-        let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut t = write(&self.table);
         if self.invalidations.load(Ordering::Acquire) != generation {
             return false;
         }
@@ -179,7 +179,7 @@ impl Atc {
     /// Returns when no access still uses a removed entry.
     pub fn invalidate(&self, pasid: Option<Pasid>, addr: u64, size: u64) -> usize {
         let end = addr.saturating_add(size);
-        let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut t = write(&self.table);
         let doomed: Vec<(u32, u64)> = t
             .entries
             .iter()
@@ -205,11 +205,7 @@ impl Atc {
 
     /// Entries cached now.
     pub fn len(&self) -> usize {
-        self.table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .entries
-            .len()
+        read(&self.table).entries.len()
     }
 
     /// Whether nothing is cached.
@@ -219,7 +215,7 @@ impl Atc {
 
     /// Whether any cached entry translates to a page in `[pa, pa + size)`.
     pub fn maps_frame(&self, pa: Pa, size: u64) -> bool {
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = read(&self.table);
         t.entries
             .values()
             .any(|e| e.pa.raw() < pa.raw() + size && pa.raw() < e.pa.raw() + e.size)

@@ -11,15 +11,16 @@ use crate::atc::{Atc, AtcAccess, AtcEntry};
 use crate::caps::{CapState, Capabilities, Stu};
 use crate::{Dma, DmaCtx, DmaFault, Error, FaultReason};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use sva_addr::{Pa, Pasid, StreamId, Va};
 use sva_physmem::{PhysMemory, Ram};
 use sva_smmuv3::{
     AtsCompletion, AtsRequest, Denied, Endpoint, Smmu, Transaction, TranslateOutcome,
 };
 use sva_smmuv3_spec::pri::{PageRequest, PriResponse};
+use sva_sync::{Condvar, Deadline, Mutex, MutexGuard, lock, spin_until};
 use sva_vmsa::AccessKind;
 
 const PAGE: u64 = 4096;
@@ -28,8 +29,6 @@ const PRG_INDEXES: u16 = 512;
 /// Translation attempts for one page before the DMA gives up: a page that is faulted in
 /// and unmapped again over and over must not livelock the engine.
 const MAX_ATTEMPTS: u32 = 16;
-/// How long a DMA polls for a PRG Response before it sleeps on it.
-const RESPONSE_SPIN: Duration = Duration::from_micros(50);
 
 /// Tunables of the function's DMA engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,10 +138,6 @@ impl core::fmt::Debug for PciFunction {
             .field("caps", &self.caps)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn slot(pasid: Option<Pasid>) -> u32 {
@@ -504,7 +499,7 @@ impl PciFunction {
         pages: u32,
         write: bool,
     ) -> Result<PriResponse, FaultReason> {
-        let deadline = Instant::now() + self.config.fault_timeout;
+        let deadline = Deadline::after(self.config.fault_timeout);
         let mut pri = lock(&self.pri);
         let index = loop {
             let caps = lock(&self.regs).caps;
@@ -547,14 +542,8 @@ impl PciFunction {
             });
         }
         let key = (slot(pasid), index);
-        // Poll a little before sleeping: the host often answers within microseconds,
-        // and a thread wake-up costs tens of them on an idle virtual CPU.
-        let spin_until = Instant::now() + RESPONSE_SPIN;
-        while Instant::now() < spin_until
-            && !matches!(lock(&self.pri).groups.get(&key), Some(Some(_)))
-        {
-            std::thread::yield_now();
-        }
+        // Poll a little before sleeping: the host often answers within microseconds.
+        spin_until(|| matches!(lock(&self.pri).groups.get(&key), Some(Some(_))).then_some(()));
         let mut pri = lock(&self.pri);
         let response = loop {
             if let Some(Some(r)) = pri.groups.get(&key) {
@@ -593,36 +582,24 @@ impl PciFunction {
     fn wait_pri<'a>(
         &'a self,
         guard: MutexGuard<'a, PriState>,
-        deadline: Instant,
+        deadline: Deadline,
     ) -> Result<MutexGuard<'a, PriState>, FaultReason> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(FaultReason::Timeout);
-        }
-        Ok(self
-            .pri_changed
-            .wait_timeout(guard, left)
-            .unwrap_or_else(|p| p.into_inner())
-            .0)
+        deadline
+            .wait(&self.pri_changed, guard)
+            .ok_or(FaultReason::Timeout)
     }
 
     /// Waits until the SMMU resolves the stall `stag`; returns whether to retry.
     fn wait_stall(&self, stag: u16) -> Result<bool, FaultReason> {
-        let deadline = Instant::now() + self.config.fault_timeout;
+        let deadline = Deadline::after(self.config.fault_timeout);
         let mut stalls = lock(&self.stalls);
         loop {
             if let Some(retry) = stalls.remove(&stag) {
                 return Ok(retry);
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(FaultReason::Timeout);
-            }
-            stalls = self
-                .stall_changed
-                .wait_timeout(stalls, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            stalls = deadline
+                .wait(&self.stall_changed, stalls)
+                .ok_or(FaultReason::Timeout)?;
         }
     }
 

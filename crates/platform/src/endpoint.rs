@@ -2,12 +2,13 @@
 //! will, and records every message the SMMU sends it. Tests drive the SMMU model with it;
 //! the real device models come later and replace it.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use sva_addr::{Pa, Pasid, StreamId, Va};
 use sva_physmem::{PhysMemory, Ram};
 use sva_smmuv3::{AtsCompletion, AtsRequest, Denied, Endpoint, Smmu, Transaction};
 use sva_smmuv3_spec::pri::{PageRequest, PriResponse};
+use sva_sync::{Condvar, Deadline, Mutex, MutexGuard, lock};
 use sva_vmsa::AccessKind;
 
 /// A message the SMMU sent downstream to the endpoint.
@@ -109,8 +110,8 @@ impl TestEndpoint {
         self.sid
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Message>> {
-        self.messages.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<Message>> {
+        lock(&self.messages)
     }
 
     fn push(&self, m: Message) {
@@ -173,7 +174,7 @@ impl TestEndpoint {
     /// Waits for the stall `stag` to be resolved; returns whether to retry.
     fn wait_stall(&self, stag: u16) -> Result<bool, DmaError> {
         let mut msgs = self.lock();
-        let deadline = std::time::Instant::now() + STALL_WAIT;
+        let deadline = Deadline::after(STALL_WAIT);
         loop {
             if let Some(i) = msgs
                 .iter()
@@ -184,15 +185,9 @@ impl TestEndpoint {
                 };
                 return Ok(retry);
             }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(DmaError::StallTimeout { addr: 0, stag });
-            }
-            msgs = self
-                .changed
-                .wait_timeout(msgs, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            msgs = deadline
+                .wait(&self.changed, msgs)
+                .ok_or(DmaError::StallTimeout { addr: 0, stag })?;
         }
     }
 

@@ -18,7 +18,7 @@ pub use endpoint::{DmaError, Message, TestEndpoint};
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use sva_iommu::{DeviceId, PageRequest, Sva};
 use sva_mm::{MmConfig, System, TlbSnooper, Tlbi};
 use sva_pcie::{Capabilities, DmaConfig, PciFunction};
@@ -27,6 +27,8 @@ use sva_smmuv3::{BroadcastTlbi, IrqLine, Smmu, SmmuConfig};
 use sva_smmuv3_driver::{DeviceDesc, FaultPath, ProbeOptions, SmmuDriver, SmmuSva};
 use sva_smmuv3_spec::event::Event;
 use sva_smmuv3_spec::pri::PriResponse;
+use sva_sync::thread::{self, JoinHandle};
+use sva_sync::{Condvar, Mutex, lock, spin_until, wait};
 
 /// Errors building a platform.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +130,7 @@ pub struct Platform {
     pub sva: Option<Arc<Sva>>,
     irqs: Arc<Irqs>,
     events: Arc<Mutex<Vec<Event>>>,
-    irq_thread: Option<std::thread::JoinHandle<()>>,
+    irq_thread: Option<JoinHandle<()>>,
 }
 
 /// Pending interrupt lines.
@@ -185,7 +187,7 @@ impl Platform {
         let irq_thread = config.irq_thread.then(|| {
             let irqs = irqs.clone();
             let driver = Arc::downgrade(&driver);
-            std::thread::Builder::new()
+            thread::Builder::new()
                 .name("smmu-irq".into())
                 .spawn(move || irq_loop(&irqs, &driver))
                 .expect("spawning the interrupt thread")
@@ -392,7 +394,13 @@ impl Platform {
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        self.irqs.stop.store(true, Ordering::Release);
+        {
+            // Under the lock the interrupt thread checks `stop` with: stored outside it, the
+            // store and the notification could fall between its check and its wait, and it
+            // would sleep forever.
+            let _pending = lock(&self.irqs.pending);
+            self.irqs.stop.store(true, Ordering::Release);
+        }
         self.irqs.raised.notify_all();
         if let Some(t) = self.irq_thread.take() {
             let _ = t.join();
@@ -400,29 +408,18 @@ impl Drop for Platform {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// How long the interrupt thread polls for more work before it sleeps.
-const IRQ_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
-
 /// The interrupt thread: delivers pending lines as they are raised.
 fn irq_loop(irqs: &Irqs, driver: &Weak<SmmuDriver>) {
     loop {
         // Poll a little before sleeping: an interrupt that follows soon is taken without
-        // a thread wake-up (tens of microseconds on an idle virtual CPU).
-        let start = std::time::Instant::now();
-        while lock(&irqs.pending).is_empty()
-            && start.elapsed() < IRQ_SPIN
-            && !irqs.stop.load(Ordering::Acquire)
-        {
-            std::thread::yield_now();
-        }
+        // a thread wake-up.
+        spin_until(|| {
+            (!lock(&irqs.pending).is_empty() || irqs.stop.load(Ordering::Acquire)).then_some(())
+        });
         let lines = {
             let mut pending = lock(&irqs.pending);
             while pending.is_empty() && !irqs.stop.load(Ordering::Acquire) {
-                pending = irqs.raised.wait(pending).unwrap_or_else(|p| p.into_inner());
+                pending = wait(&irqs.raised, pending);
             }
             if irqs.stop.load(Ordering::Acquire) {
                 return;

@@ -163,7 +163,7 @@ impl Drop for Delivering<'_> {
 /// Hands records to the sink, or collects them (or defers them when this thread is inside a
 /// Command queue critical section, where a sink calling back into the driver would
 /// deadlock).
-pub(crate) fn deliver<T>(d: &std::sync::Mutex<Delivery<T>>, items: Vec<T>) {
+pub(crate) fn deliver<T>(d: &sva_sync::Mutex<Delivery<T>>, items: Vec<T>) {
     if items.is_empty() {
         return;
     }

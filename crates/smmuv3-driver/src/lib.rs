@@ -77,8 +77,9 @@ mod strtab;
 mod sva;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
+use sva_sync::Mutex;
 
 use sva_physmem::{PhysMemory, Ram};
 use sva_smmuv3_spec::command::Opcode;
@@ -304,12 +305,9 @@ impl core::fmt::Debug for SmmuDriver {
     }
 }
 
-/// Locks a mutex, ignoring poisoning (the protected state stays consistent between writes).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+pub(crate) use sva_sync::{Poll, lock};
 
-thread_local! {
+sva_sync::thread_local! {
     /// Depth of Command queue critical sections on this thread: interrupts that arrive
     /// synchronously while the driver holds the Command queue defer their sink calls.
     static IN_CMDQ: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
@@ -331,32 +329,6 @@ impl CmdqSection {
 impl Drop for CmdqSection {
     fn drop(&mut self) {
         IN_CMDQ.with(|c| c.set(c.get().saturating_sub(1)));
-    }
-}
-
-/// A bounded poll: a deadline plus spinning, then yielding.
-pub(crate) struct Poll {
-    deadline: Instant,
-    spins: u32,
-}
-
-impl Poll {
-    pub(crate) fn new(timeout: Duration) -> Self {
-        Self {
-            deadline: Instant::now() + timeout,
-            spins: 0,
-        }
-    }
-
-    /// Waits a little; `false` once the deadline has passed.
-    pub(crate) fn wait(&mut self) -> bool {
-        self.spins = self.spins.saturating_add(1);
-        if self.spins < 64 {
-            core::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
-        Instant::now() < self.deadline
     }
 }
 

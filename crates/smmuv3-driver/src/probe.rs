@@ -12,7 +12,8 @@
 //!    IRQ_CTRLACK); finally set SMMUEN. Each CR0 write waits for CR0ACK.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use sva_sync::Mutex;
 
 use sva_physmem::Ram;
 use sva_smmuv3_spec::command::Command;

@@ -3,12 +3,13 @@
 
 use crate::{CdConfig, CdTableConfig, PriResponse, S1dss, SmmuDriver, StreamConfig};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use sva_addr::{Asid, Pasid, StreamId, Va};
 use sva_iommu::{
     DeviceId, DomainConfig, DriverError, IommuDriver, PageResponse, SvaCaps, SvaContext,
 };
 use sva_smmuv3_spec::encoding::{AddressSize, Granule};
+use sva_sync::{Mutex, lock};
 use sva_vmsa::TableConfig;
 
 /// How a device's I/O page faults reach the SMMU.
@@ -48,10 +49,6 @@ impl core::fmt::Debug for SmmuSva {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SmmuSva").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl From<crate::Error> for DriverError {

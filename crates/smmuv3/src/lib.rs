@@ -113,7 +113,8 @@ mod translate;
 mod utlb;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Weak};
+use sva_sync::{Mutex, MutexGuard, RwLock, lock, read, write};
 
 pub use stats::SmmuStats;
 pub use sva_addr::{Asid, Pa, Pasid, StreamId, Va};
@@ -430,7 +431,7 @@ pub struct Smmu {
 /// Nesting limit of callback delivery on one thread.
 const MAX_DELIVERY_DEPTH: u32 = 4;
 
-thread_local! {
+sva_sync::thread_local! {
     /// Delivery nesting on this thread, per SMMU (keyed by address), so a callback of one
     /// SMMU that drives another does not count against it.
     static DELIVERY_DEPTH: core::cell::RefCell<BTreeMap<usize, u32>> =
@@ -493,27 +494,18 @@ impl Smmu {
 
     /// Wires interrupt `line` to `handler`. Handlers are called without internal locks held.
     pub fn set_irq_handler(&self, line: IrqLine, handler: Arc<dyn Fn(IrqLine) + Send + Sync>) {
-        self.irq
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(line, handler);
+        write(&self.irq).insert(line, handler);
     }
 
     /// Connects the PCIe function with StreamID `sid`, for as long as its owners keep it.
     pub fn attach_endpoint<E: Endpoint + 'static>(&self, sid: StreamId, ep: &Arc<E>) {
         let weak: Weak<E> = Arc::downgrade(ep);
-        self.endpoints
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(sid, weak as Weak<dyn Endpoint>);
+        write(&self.endpoints).insert(sid, weak as Weak<dyn Endpoint>);
     }
 
     /// Disconnects the function with StreamID `sid`.
     pub fn detach_endpoint(&self, sid: StreamId) {
-        self.endpoints
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&sid);
+        write(&self.endpoints).remove(&sid);
     }
 
     /// A snapshot of the statistics.
@@ -530,10 +522,7 @@ impl Smmu {
     pub(crate) fn lock(&self) -> StateGuard<'_> {
         StateGuard {
             smmu: self,
-            guard: self
-                .state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            guard: lock(&self.state),
         }
     }
 
@@ -541,11 +530,7 @@ impl Smmu {
     /// Transactions hold the in-flight guard without the state lock, so this may be called
     /// with the state lock held.
     pub(crate) fn quiesce(&self) {
-        drop(
-            self.inflight
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        );
+        drop(write(&self.inflight));
     }
 
     pub(crate) fn mem(&self) -> &dyn PhysMemory {
@@ -576,20 +561,12 @@ impl Smmu {
         }
         let _depth = DepthGuard(key);
         if depth > MAX_DELIVERY_DEPTH {
-            self.deferred
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .extend(pending);
+            lock(&self.deferred).extend(pending);
         } else {
             self.deliver_now(pending);
             if depth == 1 {
                 loop {
-                    let more = std::mem::take(
-                        &mut *self
-                            .deferred
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner),
-                    );
+                    let more = std::mem::take(&mut *lock(&self.deferred));
                     if more.is_empty() {
                         break;
                     }
@@ -603,12 +580,7 @@ impl Smmu {
         for n in pending {
             match n {
                 Notify::Irq(line) => {
-                    let handler = self
-                        .irq
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(&line)
-                        .cloned();
+                    let handler = read(&self.irq).get(&line).cloned();
                     if let Some(h) = handler {
                         h(line);
                     }
@@ -643,11 +615,7 @@ impl Smmu {
     }
 
     fn endpoint(&self, sid: StreamId) -> Option<Arc<dyn Endpoint>> {
-        self.endpoints
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&sid)
-            .and_then(Weak::upgrade)
+        read(&self.endpoints).get(&sid).and_then(Weak::upgrade)
     }
 }
 

@@ -67,10 +67,7 @@ impl Smmu {
                 TranslateOutcome::Aborted { event } => return Err(Denied::Aborted { event }),
                 TranslateOutcome::Stalled { stag } => return Err(Denied::Stalled { stag }),
             };
-            let guard = self
-                .inflight
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let guard = sva_sync::read(&self.inflight);
             if self.utlb.current() != generation {
                 // Something was invalidated meanwhile: the translation may be stale.
                 drop(guard);

@@ -10,8 +10,9 @@
 //! before any register read can observe the change.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-use std::sync::{Arc, Mutex};
+use sva_sync::{Mutex, lock};
 use sva_vmsa::Permissions;
 
 /// Slots (direct-mapped).
@@ -56,7 +57,7 @@ pub(crate) struct MicroTlb {
 /// Identifies micro-TLBs for the per-thread counter cache.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-thread_local! {
+sva_sync::thread_local! {
     /// This thread's hit counters, by micro-TLB id (usually one entry).
     static HIT_COUNTERS: RefCell<Vec<(u64, Arc<AtomicU64>)>> = const { RefCell::new(Vec::new()) };
 }
@@ -117,9 +118,7 @@ impl MicroTlb {
 
     /// Hits served so far, by every thread.
     pub fn hits(&self) -> u64 {
-        self.hit_counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.hit_counters)
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .sum()
@@ -135,10 +134,7 @@ impl MicroTlb {
                     // Forget counters of micro-TLBs that no longer exist.
                     c.retain(|(_, counter)| Arc::strong_count(counter) > 1);
                     let counter = Arc::new(AtomicU64::new(0));
-                    self.hit_counters
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .push(counter.clone());
+                    lock(&self.hit_counters).push(counter.clone());
                     c.push((self.id, counter));
                     c.len() - 1
                 }
