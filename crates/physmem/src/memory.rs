@@ -35,11 +35,8 @@ pub trait PhysMemory: Send + Sync {
     fn fill(&self, pa: Pa, byte: u8, len: u64) -> Result<()> {
         self.check_range(pa, len)?;
         let chunk = [byte; 4096];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(chunk.len() as u64);
-            self.write(pa + done, &chunk[..n as usize])?;
-            done += n;
+        for (at, n) in pieces(len, chunk.len()) {
+            self.write(pa + at, &chunk[..n])?;
         }
         Ok(())
     }
@@ -49,12 +46,9 @@ pub trait PhysMemory: Send + Sync {
         self.check_range(src, len)?;
         self.check_range(dst, len)?;
         let mut buf = [0u8; 4096];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            self.read(src + done, &mut buf[..n])?;
-            self.write(dst + done, &buf[..n])?;
-            done += n as u64;
+        for (at, n) in pieces(len, buf.len()) {
+            self.read(src + at, &mut buf[..n])?;
+            self.write(dst + at, &buf[..n])?;
         }
         Ok(())
     }
@@ -64,14 +58,11 @@ pub trait PhysMemory: Send + Sync {
     fn is_zero(&self, pa: Pa, len: u64) -> Result<bool> {
         self.check_range(pa, len)?;
         let mut buf = [0u8; 4096];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            self.read(pa + done, &mut buf[..n])?;
+        for (at, n) in pieces(len, buf.len()) {
+            self.read(pa + at, &mut buf[..n])?;
             if buf[..n].iter().any(|&b| b != 0) {
                 return Ok(false);
             }
-            done += n as u64;
         }
         Ok(true)
     }
@@ -95,4 +86,12 @@ pub trait PhysMemory: Send + Sync {
         }
         self.check_range(pa, 8)
     }
+}
+
+/// `(offset, length)` pieces of at most `max` bytes covering `[0, len)`: how the default
+/// methods stage a range through a buffer.
+fn pieces(len: u64, max: usize) -> impl Iterator<Item = (u64, usize)> {
+    (0..len)
+        .step_by(max)
+        .map(move |at| (at, (len - at).min(max as u64) as usize))
 }

@@ -105,6 +105,18 @@ impl Machine {
         self.mm.mmap(None, PAGE, RW, flags).unwrap()
     }
 
+    /// The first function writing 1, 2, 3, ... to two pages in turn: one it faults in
+    /// through PRI, one populated.
+    fn alternating_writer(&self) -> ([Va; 2], Arc<Progress>, Device) {
+        let pages = [self.page(false), self.page(true)];
+        let (f, ctx) = (self.fs[0].clone(), self.ctx);
+        let (progress, device) = Progress::spawn(move |v| {
+            let at = pages[(v % 2) as usize];
+            f.write(ctx, at.raw(), &v.to_le_bytes()).is_ok()
+        });
+        (pages, progress, device)
+    }
+
     /// Whether `frame` is allocated, or free and still zero (frames are zeroed when
     /// freed): false means someone wrote it after it was freed.
     fn untouched_unless_allocated(&self, frame: Pa) -> bool {
@@ -146,6 +158,9 @@ fn read_u64(mm: &Mm, at: Va) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// A device's DMA thread: it returns each value it wrote with whether the DMA completed.
+type Device = JoinHandle<Vec<(u64, bool)>>;
+
 /// One device's DMA loop as the CPU side sees it.
 struct Progress {
     /// The value of the last DMA that started.
@@ -160,9 +175,7 @@ impl Progress {
     /// Runs `dma(1)`, `dma(2)`, ... on a new thread until [`Progress::finish`] says when
     /// to stop; `dma` says whether its DMA completed. The thread returns each value with
     /// that answer.
-    fn spawn(
-        dma: impl Fn(u64) -> bool + Send + 'static,
-    ) -> (Arc<Self>, JoinHandle<Vec<(u64, bool)>>) {
+    fn spawn(dma: impl Fn(u64) -> bool + Send + 'static) -> (Arc<Self>, Device) {
         let p = Arc::new(Self {
             started: AtomicU64::new(0),
             completed: AtomicU64::new(0),
@@ -377,14 +390,7 @@ fn unbind_against_page_requests() {
     shuttle::check_random(
         || {
             let m = Machine::new(&[true]);
-            let pages = [m.page(false), m.page(true)];
-            let (progress, device) = {
-                let (f, ctx) = (m.fs[0].clone(), m.ctx);
-                Progress::spawn(move |v| {
-                    let at = pages[(v % 2) as usize];
-                    f.write(ctx, at.raw(), &v.to_le_bytes()).is_ok()
-                })
-            };
+            let (pages, progress, device) = m.alternating_writer();
             progress.wait_for_a_new_dma();
             m.sva().unbind(m.bonds[0]).unwrap();
             let cutoff = progress.finish();
@@ -429,14 +435,7 @@ fn exit_against_fault_handling() {
     shuttle::check_random(
         || {
             let m = Machine::new(&[true]);
-            let pages = [m.page(false), m.page(true)];
-            let (progress, device) = {
-                let (f, ctx) = (m.fs[0].clone(), m.ctx);
-                Progress::spawn(move |v| {
-                    let at = pages[(v % 2) as usize];
-                    f.write(ctx, at.raw(), &v.to_le_bytes()).is_ok()
-                })
-            };
+            let (_, progress, device) = m.alternating_writer();
             progress.wait_for_a_new_dma();
             m.p.system.exit(m.mm.pid()).unwrap();
             let cutoff = progress.finish();
