@@ -240,6 +240,9 @@ fn malformed_requests_are_refused() {
     let mut wrap = request(ReqType::compress(Alg::Zlib), 10, 100, 1);
     wrap.source_addr = u64::MAX - 4;
     assert_eq!(rig.run(&wrap).status(), status::BAD_LENGTH);
+    let mut wrap_out = request(ReqType::compress(Alg::Zlib), 10, 100, 1);
+    wrap_out.dest_addr = u64::MAX - 4;
+    assert_eq!(rig.run(&wrap_out).status(), status::BAD_LENGTH);
     assert_eq!(rig.qm.stats().bad_type, 1);
 }
 
