@@ -86,8 +86,7 @@ impl Smmu {
         // Privileged transactions take the slow path: STE.PRIVCFG may override them.
         if !txn.translated
             && !txn.privileged
-            && let Some(e) = self.utlb.lookup(&key)
-            && e.perms.allows(Access::new(txn.access, txn.privileged))
+            && let Some(e) = self.utlb.lookup(&key, txn.access)
         {
             return TranslateOutcome::Translated {
                 pa: Pa(e.pa_page + (txn.addr & 0xfff)),
@@ -95,6 +94,13 @@ impl Smmu {
                 perms: e.perms,
             };
         }
+        self.translate_slow(txn, key)
+    }
+
+    /// What the micro-TLB could not serve, under the state lock. Kept out of line so that the
+    /// hit path stays a few instructions.
+    #[inline(never)]
+    fn translate_slow(&self, txn: &Transaction, key: crate::utlb::Key) -> TranslateOutcome {
         let mut st = self.lock();
         st.stats.transactions += 1;
         let out = self.translate_locked(&mut st, txn);

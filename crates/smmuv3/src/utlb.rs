@@ -9,11 +9,9 @@
 //! that could have concerned it. SMMUEN is mirrored whenever the state lock is released,
 //! before any register read can observe the change.
 
-use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
-use sva_sync::{Mutex, lock};
-use sva_vmsa::Permissions;
+use sva_vmsa::{AccessKind, Permissions};
 
 /// Slots (direct-mapped).
 const SLOTS: usize = 256;
@@ -45,22 +43,22 @@ struct Slot {
 
 #[derive(Debug)]
 pub(crate) struct MicroTlb {
-    id: u64,
     slots: Box<[Slot]>,
     generation: Arc<AtomicU64>,
     enabled: AtomicBool,
-    /// Hit counters, one per thread that hit: each has a single writer, so counting needs
-    /// no read-modify-write on the hit path and stays exact.
-    hit_counters: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Hit counters, one per group of slots, each on its own cache line: threads hitting
+    /// different slots mostly count on different lines. (A per-thread counter found through
+    /// a thread-local cost more than the uncontended atomic add.)
+    hit_counters: Box<[HitCounter]>,
 }
 
-/// Identifies micro-TLBs for the per-thread counter cache.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Hit counter stripes.
+const STRIPES: usize = 16;
 
-sva_sync::thread_local! {
-    /// This thread's hit counters, by micro-TLB id (usually one entry).
-    static HIT_COUNTERS: RefCell<Vec<(u64, Arc<AtomicU64>)>> = const { RefCell::new(Vec::new()) };
-}
+/// A hit counter alone on its cache line (two lines: adjacent-line prefetch pairs them).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct HitCounter(AtomicU64);
 
 const VALID: u64 = 1 << 63;
 
@@ -75,6 +73,16 @@ fn pack(perms: Permissions) -> u64 {
     .iter()
     .enumerate()
     .fold(0, |acc, (i, &b)| acc | (u64::from(b) << (8 + i)))
+}
+
+/// The `meta` bits an unprivileged `kind` access needs (the EL0 rows of
+/// [`Permissions::allows`]).
+const fn user_needs(kind: AccessKind) -> u64 {
+    match kind {
+        AccessKind::Read => 1 << 8 | 1 << 10,
+        AccessKind::Write => 1 << 9 | 1 << 10,
+        AccessKind::Execute => 1 << 11,
+    }
 }
 
 fn unpack(meta: u64) -> Permissions {
@@ -98,11 +106,10 @@ fn slot_of(key: &Key) -> usize {
 impl MicroTlb {
     pub fn new() -> Self {
         Self {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
             generation: Arc::new(AtomicU64::new(0)),
             enabled: AtomicBool::new(false),
-            hit_counters: Mutex::new(Vec::new()),
+            hit_counters: (0..STRIPES).map(|_| HitCounter::default()).collect(),
         }
     }
 
@@ -118,39 +125,22 @@ impl MicroTlb {
 
     /// Hits served so far, by every thread.
     pub fn hits(&self) -> u64 {
-        lock(&self.hit_counters)
+        self.hit_counters
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .map(|c| c.0.load(Ordering::Relaxed))
             .sum()
     }
 
-    /// Counts one hit on this thread's counter (registering it on first use).
-    fn count_hit(&self) {
-        HIT_COUNTERS.with(|c| {
-            let mut c = c.borrow_mut();
-            let i = match c.iter().position(|(id, _)| *id == self.id) {
-                Some(i) => i,
-                None => {
-                    // Forget counters of micro-TLBs that no longer exist.
-                    c.retain(|(_, counter)| Arc::strong_count(counter) > 1);
-                    let counter = Arc::new(AtomicU64::new(0));
-                    lock(&self.hit_counters).push(counter.clone());
-                    c.push((self.id, counter));
-                    c.len() - 1
-                }
-            };
-            let counter = &c[i].1;
-            // The only writer of this counter: a plain load and store are exact.
-            counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        });
-    }
-
-    /// The current translation for `key`, without taking any lock.
-    pub fn lookup(&self, key: &Key) -> Option<Entry> {
+    /// The current translation for `key` if it allows an unprivileged `kind` access, without
+    /// taking any lock. Only such a use counts as a hit: anything else takes the slow path,
+    /// which does its own counting.
+    #[inline]
+    pub fn lookup(&self, key: &Key, kind: AccessKind) -> Option<Entry> {
         if !self.enabled.load(Ordering::Acquire) {
             return None;
         }
-        let s = &self.slots[slot_of(key)];
+        let slot = slot_of(key);
+        let s = &self.slots[slot];
         let v1 = s.seq.load(Ordering::Acquire);
         if v1 & 1 != 0 {
             return None;
@@ -164,14 +154,17 @@ impl MicroTlb {
         if s.seq.load(Ordering::Relaxed) != v1 {
             return None;
         }
-        let current = meta & VALID != 0
+        let needs = VALID | user_needs(kind);
+        let current = meta & needs == needs
             && sid_ssid == (u64::from(key.0) << 32 | u64::from(key.1))
             && page == key.2
             && generation == self.generation.load(Ordering::Acquire);
         if !current {
             return None;
         }
-        self.count_hit();
+        self.hit_counters[slot % STRIPES]
+            .0
+            .fetch_add(1, Ordering::Relaxed);
         Some(Entry {
             pa_page,
             size: 1 << (meta & 0x3f),
@@ -207,6 +200,7 @@ impl MicroTlb {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use AccessKind::Read;
 
     fn perms() -> Permissions {
         Permissions {
@@ -223,16 +217,51 @@ mod tests {
         let u = MicroTlb::new();
         u.set_enabled(true);
         u.insert((1, 2, 3), 0x5000, 1 << 21, perms(), u.current());
-        let e = u.lookup(&(1, 2, 3)).unwrap();
+        let e = u.lookup(&(1, 2, 3), Read).unwrap();
         assert_eq!((e.pa_page, e.size, e.perms), (0x5000, 1 << 21, perms()));
-        assert!(u.lookup(&(1, 3, 3)).is_none(), "other SSID");
-        assert!(u.lookup(&(1, 2, 4)).is_none(), "other page");
+        assert!(u.lookup(&(1, 3, 3), Read).is_none(), "other SSID");
+        assert!(u.lookup(&(1, 2, 4), Read).is_none(), "other page");
         u.set_enabled(false);
-        assert!(u.lookup(&(1, 2, 3)).is_none(), "SMMUEN = 0");
+        assert!(u.lookup(&(1, 2, 3), Read).is_none(), "SMMUEN = 0");
         u.set_enabled(true);
         u.generation().fetch_add(1, Ordering::Release);
-        assert!(u.lookup(&(1, 2, 3)).is_none(), "an invalidation happened");
+        assert!(
+            u.lookup(&(1, 2, 3), Read).is_none(),
+            "an invalidation happened"
+        );
         assert_eq!(u.hits(), 1);
+    }
+
+    #[test]
+    fn a_hit_needs_what_permissions_allows_for_an_unprivileged_access() {
+        let u = MicroTlb::new();
+        u.set_enabled(true);
+        for bits in 0..32u8 {
+            let bit = |i: u8| bits & (1 << i) != 0;
+            let p = Permissions {
+                read: bit(0),
+                write: bit(1),
+                user: bit(2),
+                user_exec: bit(3),
+                priv_exec: bit(4),
+            };
+            u.insert((1, 1, 1), 0x1000, 4096, p, u.current());
+            for kind in [Read, AccessKind::Write, AccessKind::Execute] {
+                let before = u.hits();
+                let hit = u.lookup(&(1, 1, 1), kind);
+                assert_eq!(
+                    hit.is_some(),
+                    p.allows(sva_vmsa::Access::new(kind, false)),
+                    "{p:?} {kind:?}"
+                );
+                assert_eq!(hit.map(|e| e.perms), hit.is_some().then_some(p));
+                assert_eq!(
+                    u.hits() - before,
+                    u64::from(hit.is_some()),
+                    "only uses count"
+                );
+            }
+        }
     }
 
     #[test]
@@ -248,9 +277,9 @@ mod tests {
                 let (a, b) = (a.clone(), b.clone());
                 std::thread::spawn(move || {
                     for _ in 0..1000 {
-                        a.lookup(&(1, 1, 1)).unwrap();
-                        b.lookup(&(1, 1, 1)).unwrap();
-                        b.lookup(&(1, 1, 1)).unwrap();
+                        a.lookup(&(1, 1, 1), Read).unwrap();
+                        b.lookup(&(1, 1, 1), Read).unwrap();
+                        b.lookup(&(1, 1, 1), Read).unwrap();
                     }
                 })
             })
@@ -260,9 +289,6 @@ mod tests {
         }
         assert_eq!(a.hits(), 4000);
         assert_eq!(b.hits(), 8000);
-        // One counter per thread and instance, however often the thread switches.
-        assert_eq!(a.hit_counters.lock().unwrap().len(), 4);
-        assert_eq!(b.hit_counters.lock().unwrap().len(), 4);
     }
 
     #[test]
@@ -274,7 +300,7 @@ mod tests {
                 let u = u.clone();
                 std::thread::spawn(move || {
                     for _ in 0..200_000 {
-                        if let Some(e) = u.lookup(&(7, 7, 7)) {
+                        if let Some(e) = u.lookup(&(7, 7, 7), Read) {
                             // Writers always pair pa_page = size so a torn read shows.
                             assert_eq!(e.pa_page, e.size);
                         }
