@@ -77,6 +77,14 @@ fn pattern_byte(pattern: u64, off: u64) -> u8 {
     pattern.to_le_bytes()[(off % 8) as usize]
 }
 
+/// The bytes a DMA of `len` bytes moved: all of them, or those before the fault.
+fn moved(res: &Result<(), DmaFault>, len: usize) -> u64 {
+    match res {
+        Ok(()) => len as u64,
+        Err(f) => f.done,
+    }
+}
+
 impl Exec<'_> {
     fn ctx(&self, bof: bool) -> DmaCtx {
         DmaCtx {
@@ -116,21 +124,13 @@ impl Exec<'_> {
 
     fn read_counted(&self, ctx: DmaCtx, addr: u64, buf: &mut [u8]) -> Result<(), DmaFault> {
         let res = self.dma.read(ctx, addr, buf);
-        let n = match &res {
-            Ok(()) => buf.len() as u64,
-            Err(f) => f.done,
-        };
-        CounterSet::add(&self.counters.bytes_read, n);
+        CounterSet::add(&self.counters.bytes_read, moved(&res, buf.len()));
         res
     }
 
     fn write_counted(&self, ctx: DmaCtx, addr: u64, data: &[u8]) -> Result<(), DmaFault> {
         let res = self.dma.write(ctx, addr, data);
-        let n = match &res {
-            Ok(()) => data.len() as u64,
-            Err(f) => f.done,
-        };
-        CounterSet::add(&self.counters.bytes_written, n);
+        CounterSet::add(&self.counters.bytes_written, moved(&res, data.len()));
         res
     }
 

@@ -82,23 +82,35 @@ pub trait Dma: Send + Sync {
     /// Copies `len` bytes from `src` to `dst` (memmove semantics are the caller's: the
     /// copy runs in ascending address order).
     fn copy(&self, ctx: DmaCtx, src: u64, dst: u64, len: u64) -> Result<(), DmaFault> {
-        let mut buf = vec![0u8; 4096];
-        let mut done = 0;
-        while done < len {
-            // Stop at whichever page boundary comes first, so a fault is exact.
-            let s = src + done;
-            let d = dst + done;
-            let n = (4096 - s % 4096).min(4096 - d % 4096).min(len - done);
-            let chunk = &mut buf[..n as usize];
-            // Nothing of a chunk whose read faulted was written.
-            self.read(ctx, s, chunk)
-                .map_err(|f| DmaFault { done, ..f })?;
-            self.write(ctx, d, chunk).map_err(|f| DmaFault {
-                done: done + f.done,
-                ..f
-            })?;
-            done += n;
-        }
-        Ok(())
+        bounce_copy(self, ctx, src, dst, len)
     }
+}
+
+/// [`Dma::copy`] as separate reads and writes of `dma` through a bounce buffer, one 4 KiB
+/// page (of the source or the destination, whichever ends first) at a time.
+pub(crate) fn bounce_copy<D: Dma + ?Sized>(
+    dma: &D,
+    ctx: DmaCtx,
+    src: u64,
+    dst: u64,
+    len: u64,
+) -> Result<(), DmaFault> {
+    let mut buf = vec![0u8; 4096];
+    let mut done = 0;
+    while done < len {
+        // Stop at whichever page boundary comes first, so a fault is exact.
+        let s = src + done;
+        let d = dst + done;
+        let n = (4096 - s % 4096).min(4096 - d % 4096).min(len - done);
+        let chunk = &mut buf[..n as usize];
+        // Nothing of a chunk whose read faulted was written.
+        dma.read(ctx, s, chunk)
+            .map_err(|f| DmaFault { done, ..f })?;
+        dma.write(ctx, d, chunk).map_err(|f| DmaFault {
+            done: done + f.done,
+            ..f
+        })?;
+        done += n;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@
 
 use crate::atc::{Atc, AtcAccess, AtcEntry};
 use crate::caps::{CapState, Capabilities, Stu};
+use crate::dma::bounce_copy;
 use crate::{Dma, DmaCtx, DmaFault, Error, FaultReason};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -670,21 +671,7 @@ impl Dma for PciFunction {
         })?;
         if !ats {
             // Untranslated: one transaction at a time, through a bounce buffer.
-            let mut buf = vec![0u8; PAGE as usize];
-            let mut done = 0;
-            while done < len {
-                let (s, d) = (src + done, dst + done);
-                let n = (PAGE - s % PAGE).min(PAGE - d % PAGE).min(len - done);
-                let chunk = &mut buf[..n as usize];
-                self.read(ctx, s, chunk)
-                    .map_err(|f| DmaFault { done, ..f })?;
-                self.write(ctx, d, chunk).map_err(|f| DmaFault {
-                    done: done + f.done,
-                    ..f
-                })?;
-                done += n;
-            }
-            return Ok(());
+            return bounce_copy(self, ctx, src, dst, len);
         }
         // Translated: both pages from the ATC, copied under one ATC guard.
         let mut done = 0;

@@ -278,6 +278,36 @@ impl<T> Default for Delivery<T> {
     }
 }
 
+impl<T> Delivery<T> {
+    /// Registers `sink` (replacing any previous one) and hands it, outside the lock, the
+    /// records collected or deferred before.
+    fn set_sink(delivery: &Mutex<Self>, sink: Arc<dyn Fn(T) + Send + Sync>) {
+        let pending = {
+            let mut d = lock(delivery);
+            d.sink = Some(Arc::clone(&sink));
+            let mut v = core::mem::take(&mut d.collected);
+            v.append(&mut d.deferred);
+            v
+        };
+        pending.into_iter().for_each(|r| sink(r));
+        drop(sink);
+    }
+
+    /// Hands the deferred records to the sink, outside the lock (a sink may re-enter the
+    /// driver).
+    fn flush_deferred(delivery: &Mutex<Self>) {
+        let (sink, records) = {
+            let mut d = lock(delivery);
+            (d.sink.clone(), core::mem::take(&mut d.deferred))
+        };
+        if let Some(s) = sink {
+            for r in records {
+                s(r);
+            }
+        }
+    }
+}
+
 /// The SMMUv3 driver of one SMMU instance.
 pub struct SmmuDriver {
     mmio: Arc<dyn Mmio>,
@@ -354,28 +384,12 @@ impl SmmuDriver {
     /// Registers the receiver of event records (replacing any previous one). Records
     /// collected before are delivered to it at once.
     pub fn set_event_sink(&self, sink: EventSink) {
-        let pending = {
-            let mut d = lock(&self.events);
-            d.sink = Some(Arc::clone(&sink));
-            let mut v = core::mem::take(&mut d.collected);
-            v.append(&mut d.deferred);
-            v
-        };
-        pending.into_iter().for_each(|e| sink(e));
-        drop(sink);
+        Delivery::set_sink(&self.events, sink);
     }
 
     /// Registers the receiver of PRI queue entries (replacing any previous one).
     pub fn set_page_request_sink(&self, sink: PageRequestSink) {
-        let pending = {
-            let mut d = lock(&self.page_requests);
-            d.sink = Some(Arc::clone(&sink));
-            let mut v = core::mem::take(&mut d.collected);
-            v.append(&mut d.deferred);
-            v
-        };
-        pending.into_iter().for_each(|p| sink(p));
-        drop(sink);
+        Delivery::set_sink(&self.page_requests, sink);
     }
 
     /// Takes the event records collected while no sink was registered.
@@ -427,24 +441,8 @@ impl SmmuDriver {
         if in_cmdq() {
             return;
         }
-        let (sink, evs) = {
-            let mut d = lock(&self.events);
-            (d.sink.clone(), core::mem::take(&mut d.deferred))
-        };
-        if let Some(s) = sink {
-            for e in evs {
-                s(e);
-            }
-        }
-        let (sink, prs) = {
-            let mut d = lock(&self.page_requests);
-            (d.sink.clone(), core::mem::take(&mut d.deferred))
-        };
-        if let Some(s) = sink {
-            for p in prs {
-                s(p);
-            }
-        }
+        Delivery::flush_deferred(&self.events);
+        Delivery::flush_deferred(&self.page_requests);
     }
 
     fn mem(&self) -> &dyn PhysMemory {

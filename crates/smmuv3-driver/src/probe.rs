@@ -241,6 +241,21 @@ impl SmmuDriver {
         Ok(())
     }
 
+    /// Points a queue's BASE, PROD and CONS registers (`[base, prod, cons]`) at an empty
+    /// queue of `2^log2` entries at `base`, with the RA/WA hint set (§6.3.26 to §6.3.29).
+    fn program_queue(&self, [base_reg, prod_reg, cons_reg]: [u32; 3], base: crate::Pa, log2: u8) {
+        self.w64(
+            base_reg,
+            QueueBase::new()
+                .with_rwa(true)
+                .with_addr_pa(base)
+                .with_log2size(log2)
+                .into_bits(),
+        );
+        self.w32(prod_reg, 0);
+        self.w32(cons_reg, 0);
+    }
+
     fn write_irq_ctrl(&self, ctrl: IrqCtrl) -> Result<()> {
         self.w32(regs::IRQ_CTRL, ctrl.into_bits());
         self.wait_reg(regs::IRQ_CTRLACK, "IRQ_CTRLACK", |v| {
@@ -314,16 +329,11 @@ impl SmmuDriver {
         // Command queue.
         {
             let q = lock(&self.cmdq);
-            self.w64(
-                regs::CMDQ_BASE,
-                QueueBase::new()
-                    .with_rwa(true)
-                    .with_addr_pa(q.base)
-                    .with_log2size(q.log2)
-                    .into_bits(),
+            self.program_queue(
+                [regs::CMDQ_BASE, regs::CMDQ_PROD, regs::CMDQ_CONS],
+                q.base,
+                q.log2,
             );
-            self.w32(regs::CMDQ_PROD, 0);
-            self.w32(regs::CMDQ_CONS, 0);
         }
         let mut cr0 = Cr0::new().with_cmdqen(true);
         self.write_cr0(cr0)?;
@@ -339,32 +349,22 @@ impl SmmuDriver {
         // Event queue.
         {
             let q = lock(&self.eventq);
-            self.w64(
-                regs::EVENTQ_BASE,
-                QueueBase::new()
-                    .with_rwa(true)
-                    .with_addr_pa(q.base)
-                    .with_log2size(q.log2)
-                    .into_bits(),
+            self.program_queue(
+                [regs::EVENTQ_BASE, regs::EVENTQ_PROD, regs::EVENTQ_CONS],
+                q.base,
+                q.log2,
             );
-            self.w32(regs::EVENTQ_PROD, 0);
-            self.w32(regs::EVENTQ_CONS, 0);
         }
         cr0 = cr0.with_eventqen(true);
         self.write_cr0(cr0)?;
 
         // PRI queue.
         if let Some(q) = lock(&self.priq).as_ref() {
-            self.w64(
-                regs::PRIQ_BASE,
-                QueueBase::new()
-                    .with_rwa(true)
-                    .with_addr_pa(q.base)
-                    .with_log2size(q.log2)
-                    .into_bits(),
+            self.program_queue(
+                [regs::PRIQ_BASE, regs::PRIQ_PROD, regs::PRIQ_CONS],
+                q.base,
+                q.log2,
             );
-            self.w32(regs::PRIQ_PROD, 0);
-            self.w32(regs::PRIQ_CONS, 0);
         }
         if f.pri {
             cr0 = cr0.with_priqen(true);

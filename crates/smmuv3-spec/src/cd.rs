@@ -10,7 +10,8 @@ use bitfield_struct::bitfield;
 use sva_addr::{Asid, Pa};
 
 use crate::encoding::{
-    AddressSize, Cacheability, ReservedBits, Shareability, Tg0, Tg1, bits, first_reserved, truncate,
+    AddressSize, Cacheability, ReservedBits, Shareability, Tg0, Tg1, bits, first_reserved,
+    truncate, word_accessors,
 };
 
 /// §5.3 L1CD, Level 1 Context Descriptor: a pointer to a level-2 table of CDs.
@@ -301,82 +302,19 @@ impl Cd {
         self.0
     }
 
-    /// Word 0: translation controls, V, A/R/S and ASID.
-    #[must_use]
-    pub const fn word0(&self) -> CdWord0 {
-        CdWord0::from_bits(self.0[0])
-    }
-
-    /// Word 1: TTB0.
-    #[must_use]
-    pub const fn word1(&self) -> CdWord1 {
-        CdWord1::from_bits(self.0[1])
-    }
-
-    /// Word 2: TTB1.
-    #[must_use]
-    pub const fn word2(&self) -> CdWord2 {
-        CdWord2::from_bits(self.0[2])
-    }
-
-    /// Word 3: MAIR.
-    #[must_use]
-    pub const fn word3(&self) -> CdWord3 {
-        CdWord3::from_bits(self.0[3])
-    }
-
-    /// Word 4: AMAIR.
-    #[must_use]
-    pub const fn word4(&self) -> CdWord4 {
-        CdWord4::from_bits(self.0[4])
-    }
-
-    /// Word 5: IMPLEMENTATION DEFINED, PARTID and PMG.
-    #[must_use]
-    pub const fn word5(&self) -> CdWord5 {
-        CdWord5::from_bits(self.0[5])
-    }
-
-    /// Replaces word 0.
-    #[must_use]
-    pub const fn with_word0(mut self, word: CdWord0) -> Self {
-        self.0[0] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 1.
-    #[must_use]
-    pub const fn with_word1(mut self, word: CdWord1) -> Self {
-        self.0[1] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 2.
-    #[must_use]
-    pub const fn with_word2(mut self, word: CdWord2) -> Self {
-        self.0[2] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 3.
-    #[must_use]
-    pub const fn with_word3(mut self, word: CdWord3) -> Self {
-        self.0[3] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 4.
-    #[must_use]
-    pub const fn with_word4(mut self, word: CdWord4) -> Self {
-        self.0[4] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 5.
-    #[must_use]
-    pub const fn with_word5(mut self, word: CdWord5) -> Self {
-        self.0[5] = word.into_bits();
-        self
+    word_accessors! {
+        /// Word 0: translation controls, V, A/R/S and ASID.
+        0: word0, with_word0 -> CdWord0;
+        /// Word 1: TTB0.
+        1: word1, with_word1 -> CdWord1;
+        /// Word 2: TTB1.
+        2: word2, with_word2 -> CdWord2;
+        /// Word 3: MAIR.
+        3: word3, with_word3 -> CdWord3;
+        /// Word 4: AMAIR.
+        4: word4, with_word4 -> CdWord4;
+        /// Word 5: IMPLEMENTATION DEFINED, PARTID and PMG.
+        5: word5, with_word5 -> CdWord5;
     }
 
     /// Whether V is set.

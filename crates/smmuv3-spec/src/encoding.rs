@@ -98,6 +98,32 @@ macro_rules! spec_enum {
 
 pub(crate) use spec_enum;
 
+/// Defines the typed word accessors of a multi-word structure (a newtype over `[u64; N]`):
+/// for each `index: getter, setter -> Word;` a getter that decodes word `index` as the
+/// `#[bitfield]` type `Word`, with the doc comment given, and a `setter` that replaces it.
+macro_rules! word_accessors {
+    ($( $(#[$doc:meta])* $index:literal: $get:ident, $set:ident -> $word:ty; )+) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub const fn $get(&self) -> $word {
+                <$word>::from_bits(self.0[$index])
+            }
+        )+
+
+        $(
+            #[doc = concat!("Replaces word ", stringify!($index), ".")]
+            #[must_use]
+            pub const fn $set(mut self, word: $word) -> Self {
+                self.0[$index] = word.into_bits();
+                self
+            }
+        )+
+    };
+}
+
+pub(crate) use word_accessors;
+
 /// Mask of bits `hi..=lo` of a 64-bit word.
 pub(crate) const fn bits(hi: u32, lo: u32) -> u64 {
     (u64::MAX >> (63 - hi)) & (u64::MAX << lo)
@@ -280,7 +306,45 @@ impl Granule {
     }
 }
 
-spec_enum! {
+/// Defines a translation granule encoding with [`spec_enum!`] (variants `Size4K`, `Size16K`
+/// and `Size64K`) and its conversions to and from [`Granule`]. TG0 and TG1 encode the
+/// granules with different values, so each names its own.
+macro_rules! granule_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $bits:literal { $($body:tt)* }
+    ) => {
+        spec_enum! {
+            $(#[$meta])*
+            $vis enum $name: $bits { $($body)* }
+        }
+
+        impl $name {
+            /// The granule, or `None` for the reserved encoding.
+            #[must_use]
+            pub const fn granule(self) -> Option<Granule> {
+                match self {
+                    Self::Size4K => Some(Granule::Size4K),
+                    Self::Size16K => Some(Granule::Size16K),
+                    Self::Size64K => Some(Granule::Size64K),
+                    Self::Reserved(_) => None,
+                }
+            }
+
+            /// The encoding of a granule.
+            #[must_use]
+            pub const fn from_granule(granule: Granule) -> Self {
+                match granule {
+                    Granule::Size4K => Self::Size4K,
+                    Granule::Size16K => Self::Size16K,
+                    Granule::Size64K => Self::Size64K,
+                }
+            }
+        }
+    };
+}
+
+granule_enum! {
     /// The granule encoding of CD.TG0 and STE.S2TG (same as TCR_ELx.TG0).
     pub enum Tg0: 2 {
         /// `0b00` 4 KiB.
@@ -292,30 +356,7 @@ spec_enum! {
     }
 }
 
-impl Tg0 {
-    /// The granule, or `None` for the reserved encoding.
-    #[must_use]
-    pub const fn granule(self) -> Option<Granule> {
-        match self {
-            Self::Size4K => Some(Granule::Size4K),
-            Self::Size16K => Some(Granule::Size16K),
-            Self::Size64K => Some(Granule::Size64K),
-            Self::Reserved(_) => None,
-        }
-    }
-
-    /// The encoding of a granule.
-    #[must_use]
-    pub const fn from_granule(granule: Granule) -> Self {
-        match granule {
-            Granule::Size4K => Self::Size4K,
-            Granule::Size16K => Self::Size16K,
-            Granule::Size64K => Self::Size64K,
-        }
-    }
-}
-
-spec_enum! {
+granule_enum! {
     /// The granule encoding of CD.TG1 (same as TCR_ELx.TG1, which differs from TG0).
     pub enum Tg1: 2 {
         /// `0b01` 16 KiB.
@@ -324,29 +365,6 @@ spec_enum! {
         Size4K = 2,
         /// `0b11` 64 KiB.
         Size64K = 3,
-    }
-}
-
-impl Tg1 {
-    /// The granule, or `None` for the reserved encoding.
-    #[must_use]
-    pub const fn granule(self) -> Option<Granule> {
-        match self {
-            Self::Size4K => Some(Granule::Size4K),
-            Self::Size16K => Some(Granule::Size16K),
-            Self::Size64K => Some(Granule::Size64K),
-            Self::Reserved(_) => None,
-        }
-    }
-
-    /// The encoding of a granule.
-    #[must_use]
-    pub const fn from_granule(granule: Granule) -> Self {
-        match granule {
-            Granule::Size4K => Self::Size4K,
-            Granule::Size16K => Self::Size16K,
-            Granule::Size64K => Self::Size64K,
-        }
     }
 }
 
@@ -412,6 +430,16 @@ mod tests {
         for raw in 0..8 {
             assert_eq!(AddressSize::from_bits(raw).into_bits(), raw);
         }
+    }
+
+    #[test]
+    fn granule_encodings_round_trip() {
+        for g in [Granule::Size4K, Granule::Size16K, Granule::Size64K] {
+            assert_eq!(Tg0::from_granule(g).granule(), Some(g));
+            assert_eq!(Tg1::from_granule(g).granule(), Some(g));
+        }
+        assert_eq!(Tg0::from_granule(Granule::Size16K).into_bits(), 0b10);
+        assert_eq!(Tg1::from_granule(Granule::Size16K).into_bits(), 0b01);
     }
 
     #[test]

@@ -257,56 +257,32 @@ impl QueueIndex {
     }
 }
 
-impl CmdqProd {
-    /// The write position in a queue of `2^log2size` entries.
-    pub const fn index(self, log2size: u8) -> Result<QueueIndex, QueueError> {
-        QueueIndex::new(log2size, self.wr())
-    }
+/// Implements `index`/`with_index` of queue PROD and CONS registers, over their WR or RD
+/// field (§6.3.26 to §6.3.29).
+macro_rules! queue_pointer {
+    ($($reg:ident: $get:ident, $set:ident, $what:literal;)+) => {
+        $(
+            impl $reg {
+                #[doc = concat!("The ", $what, " position in a queue of `2^log2size` entries.")]
+                pub const fn index(self, log2size: u8) -> Result<QueueIndex, QueueError> {
+                    QueueIndex::new(log2size, self.$get())
+                }
 
-    /// Sets the write position.
-    #[must_use]
-    pub const fn with_index(self, index: QueueIndex) -> Self {
-        self.with_wr(index.raw())
-    }
+                #[doc = concat!("Sets the ", $what, " position.")]
+                #[must_use]
+                pub const fn with_index(self, index: QueueIndex) -> Self {
+                    self.$set(index.raw())
+                }
+            }
+        )+
+    };
 }
 
-impl CmdqCons {
-    /// The read position in a queue of `2^log2size` entries.
-    pub const fn index(self, log2size: u8) -> Result<QueueIndex, QueueError> {
-        QueueIndex::new(log2size, self.rd())
-    }
-
-    /// Sets the read position.
-    #[must_use]
-    pub const fn with_index(self, index: QueueIndex) -> Self {
-        self.with_rd(index.raw())
-    }
-}
-
-impl EventqProd {
-    /// The write position in a queue of `2^log2size` entries.
-    pub const fn index(self, log2size: u8) -> Result<QueueIndex, QueueError> {
-        QueueIndex::new(log2size, self.wr())
-    }
-
-    /// Sets the write position.
-    #[must_use]
-    pub const fn with_index(self, index: QueueIndex) -> Self {
-        self.with_wr(index.raw())
-    }
-}
-
-impl EventqCons {
-    /// The read position in a queue of `2^log2size` entries.
-    pub const fn index(self, log2size: u8) -> Result<QueueIndex, QueueError> {
-        QueueIndex::new(log2size, self.rd())
-    }
-
-    /// Sets the read position.
-    #[must_use]
-    pub const fn with_index(self, index: QueueIndex) -> Self {
-        self.with_rd(index.raw())
-    }
+queue_pointer! {
+    CmdqProd: wr, with_wr, "write";
+    CmdqCons: rd, with_rd, "read";
+    EventqProd: wr, with_wr, "write";
+    EventqCons: rd, with_rd, "read";
 }
 
 #[cfg(test)]

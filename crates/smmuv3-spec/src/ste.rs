@@ -12,7 +12,7 @@ use sva_addr::{Pa, Vmid};
 
 use crate::encoding::{
     AddressSize, Cacheability, InstCfg, NsCfg, PrivCfg, ReservedBits, ShareCfg, Shareability, Tg0,
-    bits, first_reserved, spec_enum, truncate,
+    bits, first_reserved, spec_enum, truncate, word_accessors,
 };
 
 spec_enum! {
@@ -467,56 +467,15 @@ impl Ste {
         self.0
     }
 
-    /// Word 0: V, Config, S1Fmt, S1ContextPtr, S1CDMax.
-    #[must_use]
-    pub const fn word0(&self) -> SteWord0 {
-        SteWord0::from_bits(self.0[0])
-    }
-
-    /// Word 1: S1DSS, CD fetch attributes, EATS, STRW and the attribute overrides.
-    #[must_use]
-    pub const fn word1(&self) -> SteWord1 {
-        SteWord1::from_bits(self.0[1])
-    }
-
-    /// Word 2: S2VMID and the stage 2 translation controls.
-    #[must_use]
-    pub const fn word2(&self) -> SteWord2 {
-        SteWord2::from_bits(self.0[2])
-    }
-
-    /// Word 3: S2TTB.
-    #[must_use]
-    pub const fn word3(&self) -> SteWord3 {
-        SteWord3::from_bits(self.0[3])
-    }
-
-    /// Replaces word 0.
-    #[must_use]
-    pub const fn with_word0(mut self, word: SteWord0) -> Self {
-        self.0[0] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 1.
-    #[must_use]
-    pub const fn with_word1(mut self, word: SteWord1) -> Self {
-        self.0[1] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 2.
-    #[must_use]
-    pub const fn with_word2(mut self, word: SteWord2) -> Self {
-        self.0[2] = word.into_bits();
-        self
-    }
-
-    /// Replaces word 3.
-    #[must_use]
-    pub const fn with_word3(mut self, word: SteWord3) -> Self {
-        self.0[3] = word.into_bits();
-        self
+    word_accessors! {
+        /// Word 0: V, Config, S1Fmt, S1ContextPtr, S1CDMax.
+        0: word0, with_word0 -> SteWord0;
+        /// Word 1: S1DSS, CD fetch attributes, EATS, STRW and the attribute overrides.
+        1: word1, with_word1 -> SteWord1;
+        /// Word 2: S2VMID and the stage 2 translation controls.
+        2: word2, with_word2 -> SteWord2;
+        /// Word 3: S2TTB.
+        3: word3, with_word3 -> SteWord3;
     }
 
     /// Whether V is set.

@@ -3,6 +3,7 @@
 //! CMD_CFGI_* (or eviction) — a driver that forgets the invalidation sees stale config.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +17,15 @@ use sva_vmsa::{Granule, TableConfig};
 
 use crate::regs::Regs;
 use crate::{HttuLevel, Pa, SmmuConfig};
+
+/// Removes the entries of `map` whose keys are in `range` (the FIFO's stale keys are
+/// dropped by `make_room`).
+fn remove_range<K: Ord + Copy, V>(map: &mut BTreeMap<K, V>, range: RangeInclusive<K>) {
+    let keys: Vec<K> = map.range(range).map(|(&k, _)| k).collect();
+    for k in keys {
+        map.remove(&k);
+    }
+}
 
 /// A configuration error: the event to record (with FetchAddr for fetch aborts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,18 +202,8 @@ impl ConfigCache {
     /// CMD_CFGI_STE / STE_RANGE: STEs of `[first, last]` and the CDs fetched through them.
     pub fn invalidate_sids(&mut self, first: u32, last: u32) {
         self.generation.fetch_add(1, Ordering::Release);
-        let stes: Vec<u32> = self.ste.range(first..=last).map(|(&k, _)| k).collect();
-        for k in stes {
-            self.ste.remove(&k);
-        }
-        let cds: Vec<(u32, u32)> = self
-            .cd
-            .range((first, 0)..=(last, u32::MAX))
-            .map(|(&k, _)| k)
-            .collect();
-        for k in cds {
-            self.cd.remove(&k);
-        }
+        remove_range(&mut self.ste, first..=last);
+        remove_range(&mut self.cd, (first, 0)..=(last, u32::MAX));
     }
 
     /// CMD_CFGI_CD.
@@ -215,14 +215,7 @@ impl ConfigCache {
     /// CMD_CFGI_CD_ALL.
     pub fn invalidate_cds(&mut self, sid: u32) {
         self.generation.fetch_add(1, Ordering::Release);
-        let cds: Vec<(u32, u32)> = self
-            .cd
-            .range((sid, 0)..=(sid, u32::MAX))
-            .map(|(&k, _)| k)
-            .collect();
-        for k in cds {
-            self.cd.remove(&k);
-        }
+        remove_range(&mut self.cd, (sid, 0)..=(sid, u32::MAX));
     }
 
     /// CMD_CFGI_ALL.

@@ -396,7 +396,8 @@ pub(crate) struct State {
     pub(crate) cfg_cache: config::ConfigCache,
     pub(crate) iotlb: iotlb::Iotlb,
     pub(crate) stalls: stall::StallTable,
-    pub(crate) stats: stats::Counters,
+    /// The counters the state keeps itself (see [`SmmuStats::snapshot`]).
+    pub(crate) stats: SmmuStats,
     /// Stall event records waiting for room in the Event queue (§7.4).
     pub(crate) stall_records: std::collections::VecDeque<sva_smmuv3_spec::event::Event>,
     /// A thread is running the command queue.
@@ -470,7 +471,7 @@ impl Smmu {
             cfg_cache: config::ConfigCache::new(config.config_cache_entries, utlb.generation()),
             iotlb: iotlb::Iotlb::new(config.iotlb_entries, utlb.generation()),
             stalls: stall::StallTable::new(stall::STALL_MAX),
-            stats: stats::Counters::default(),
+            stats: SmmuStats::default(),
             stall_records: std::collections::VecDeque::new(),
             cmdq_busy: false,
             pending: Vec::new(),

@@ -56,50 +56,22 @@ pub struct SmmuStats {
     pub msi_writes: u64,
 }
 
-/// The live counters (behind the state lock).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub transactions: u64,
-    pub walks: u64,
-    pub commands: BTreeMap<&'static str, u64>,
-    pub command_errors: u64,
-    pub syncs: u64,
-    pub events: BTreeMap<&'static str, u64>,
-    pub events_lost: u64,
-    pub page_requests: u64,
-    pub page_requests_lost: u64,
-    pub pri_auto_responses: u64,
-    pub stalls: u64,
-    pub ats_requests: u64,
-    pub msi_writes: u64,
-}
-
-impl Counters {
-    pub fn snapshot(&self, iotlb: &Iotlb, cfg: &ConfigCache) -> SmmuStats {
-        SmmuStats {
-            transactions: self.transactions,
+impl SmmuStats {
+    /// The snapshot of the live counters `self` (the ones kept behind the state lock, where
+    /// the IOTLB, configuration cache and stall fields stay zero), with the IOTLB's and the
+    /// configuration cache's own counts filled in.
+    pub(crate) fn snapshot(&self, iotlb: &Iotlb, cfg: &ConfigCache) -> Self {
+        Self {
             iotlb_hits: iotlb.hits,
             iotlb_misses: iotlb.misses,
             iotlb_inserts: iotlb.inserts,
             iotlb_evictions: iotlb.evictions,
             iotlb_invalidations: iotlb.invalidations,
             iotlb_entries: iotlb.len(),
-            walks: self.walks,
             config_hits: cfg.hits,
             config_misses: cfg.misses,
             config_entries: cfg.len(),
-            commands: self.commands.clone(),
-            command_errors: self.command_errors,
-            syncs: self.syncs,
-            events: self.events.clone(),
-            events_lost: self.events_lost,
-            page_requests: self.page_requests,
-            page_requests_lost: self.page_requests_lost,
-            pri_auto_responses: self.pri_auto_responses,
-            stalls: self.stalls,
-            stalled_now: 0,
-            ats_requests: self.ats_requests,
-            msi_writes: self.msi_writes,
+            ..self.clone()
         }
     }
 }

@@ -815,6 +815,31 @@ fn present(s: &RawStep) -> Vec<(&'static str, Span<usize>)> {
     v
 }
 
+/// Options of `submit`: the five every submit takes, then [`OP_KEYS`].
+const SUBMIT_KEYS: &[&str] = &[
+    "queue",
+    "op",
+    "job",
+    "async",
+    "process",
+    "src",
+    "src_offset",
+    "src2",
+    "src2_offset",
+    "dst",
+    "dst_offset",
+    "dst2",
+    "dst2_offset",
+    "len",
+    "cap",
+    "pattern",
+    "crc_seed",
+    "from_job",
+];
+
+/// The operands of `submit`: each op takes some of them (`Checker::submit` says which).
+const OP_KEYS: &[&str] = SUBMIT_KEYS.split_at(5).1;
+
 /// Options each step kind takes (besides `do`, `name` and `expect_error`).
 fn allowed(kind: StepKind) -> &'static [&'static str] {
     use StepKind::*;
@@ -845,26 +870,7 @@ fn allowed(kind: StepKind) -> &'static [&'static str] {
         Close => &["queue"],
         Bind => &["bond", "device", "process"],
         Unbind => &["bond"],
-        Submit => &[
-            "queue",
-            "op",
-            "job",
-            "async",
-            "process",
-            "src",
-            "src_offset",
-            "src2",
-            "src2_offset",
-            "dst",
-            "dst_offset",
-            "dst2",
-            "dst2_offset",
-            "len",
-            "cap",
-            "pattern",
-            "crc_seed",
-            "from_job",
-        ],
+        Submit => SUBMIT_KEYS,
         Wait => &["job"],
         HoldFaults | ReleaseFaults => &[],
         Expect => &[
@@ -1828,24 +1834,9 @@ impl Checker<'_> {
                 "len",
             ],
         };
-        let op_keys = [
-            "src",
-            "src_offset",
-            "src2",
-            "src2_offset",
-            "dst",
-            "dst_offset",
-            "dst2",
-            "dst2_offset",
-            "len",
-            "cap",
-            "pattern",
-            "crc_seed",
-            "from_job",
-        ];
         let mut bad = false;
         for (key, span) in present(s) {
-            if op_keys.contains(&key) && !takes.contains(&key) {
+            if OP_KEYS.contains(&key) && !takes.contains(&key) {
                 self.err(
                     span,
                     format!(
@@ -2184,13 +2175,7 @@ impl Checker<'_> {
                     Some(b) => Some(range_of(self, b)?),
                     None => None,
                 };
-                let crc32c = match &s.crc32c {
-                    None => None,
-                    Some(v) => Some(u32::try_from(*v.get_ref()).ok().or_else(|| {
-                        self.err(span_of(v), "a CRC-32C is a 32-bit value");
-                        None
-                    })?),
-                };
+                let crc32c = self.expect_crc32c(&s.crc32c)?;
                 Some(Expect::Job {
                     job: job?,
                     status: s.status.as_ref().map(|v| *v.get_ref()),
@@ -2284,13 +2269,7 @@ impl Checker<'_> {
                         None
                     })?),
                 };
-                let crc32c = match &s.crc32c {
-                    None => None,
-                    Some(v) => Some(u32::try_from(*v.get_ref()).ok().or_else(|| {
-                        self.err(span_of(v), "a CRC-32C is a 32-bit value");
-                        None
-                    })?),
-                };
+                let crc32c = self.expect_crc32c(&s.crc32c)?;
                 Some(Expect::Buffer {
                     range,
                     equals,
@@ -2372,6 +2351,17 @@ impl Checker<'_> {
                     state: *s.state.as_ref()?.get_ref(),
                 })
             }
+        }
+    }
+
+    /// The `crc32c` an `expect` step gives, checked to fit in 32 bits (`None` after an error).
+    fn expect_crc32c(&mut self, v: &O<u64>) -> Option<Option<u32>> {
+        match v {
+            None => Some(None),
+            Some(v) => Some(Some(u32::try_from(*v.get_ref()).ok().or_else(|| {
+                self.err(span_of(v), "a CRC-32C is a 32-bit value");
+                None
+            })?)),
         }
     }
 
@@ -2541,5 +2531,17 @@ pub fn job_ranges(op: &JobOp) -> Vec<Range> {
         JobOp::Compare { a, b } => vec![a, b],
         JobOp::Crc32c { src, .. } => vec![src],
         JobOp::Dualcast { src, dst, dst2 } => vec![src, dst, dst2],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn op_keys_are_the_submit_operands() {
+        assert_eq!(OP_KEYS.first(), Some(&"src"));
+        assert_eq!(OP_KEYS.last(), Some(&"from_job"));
+        assert_eq!(allowed(StepKind::Submit).len(), OP_KEYS.len() + 5);
     }
 }

@@ -58,6 +58,19 @@ impl StepError {
             message: message.into(),
         }
     }
+
+    /// Queue `q` has no open session of the kind the step needs.
+    fn not_open(q: &str) -> Self {
+        Self::new(ErrorClass::State, format!("queue `{q}` is not open"))
+    }
+
+    /// The process that opened queue `q` has exited: nothing more runs on it.
+    fn owner_exited(q: &str) -> Self {
+        Self::new(
+            ErrorClass::Exited,
+            format!("the process that opened `{q}` has exited"),
+        )
+    }
 }
 
 impl std::fmt::Display for StepError {
@@ -554,6 +567,13 @@ fn first_diff(a: &[u8], b: &[u8]) -> Option<usize> {
         })
 }
 
+/// Adds `yes` or `no` to the description `parts` of an expectation, if it has `flag`.
+fn push_flag(parts: &mut Vec<String>, flag: Option<bool>, yes: &str, no: &str) {
+    if let Some(f) = flag {
+        parts.push(if f { yes } else { no }.into());
+    }
+}
+
 /// A data-mover operation with resolved addresses.
 #[derive(Debug, Clone, Copy)]
 enum DsaCall {
@@ -645,6 +665,12 @@ impl<'a> Runner<'a> {
         let mut buf = vec![0u8; r.len as usize];
         mm.read(va, &mut buf)?;
         Ok(buf)
+    }
+
+    /// [`Self::read`] for an expectation, which fails with a message naming the range.
+    fn read_expected(&self, r: &Range) -> Result<Vec<u8>, String> {
+        self.read(r)
+            .map_err(|e| format!("reading {}: {e}", self.show_range(r)))
     }
 
     // ---- the step loop ----
@@ -1000,20 +1026,8 @@ impl<'a> Runner<'a> {
                         _ => format!("starts with {} given bytes", b.len()),
                     });
                 }
-                if let Some(p) = present {
-                    parts.push(if *p {
-                        "present".into()
-                    } else {
-                        "not present".into()
-                    });
-                }
-                if let Some(m) = mapped {
-                    parts.push(if *m {
-                        "mapped".into()
-                    } else {
-                        "not mapped".into()
-                    });
-                }
+                push_flag(&mut parts, *present, "present", "not present");
+                push_flag(&mut parts, *mapped, "mapped", "not mapped");
                 format!("{}: {}", self.show_range(range), parts.join(", "))
             }
             Expect::Pasid {
@@ -1034,20 +1048,8 @@ impl<'a> Runner<'a> {
                 if let Some(v) = value {
                     parts.push(format!("is {v}"));
                 }
-                if let Some(a) = allocated {
-                    parts.push(if *a {
-                        "allocated".into()
-                    } else {
-                        "not allocated".into()
-                    });
-                }
-                if let Some(b) = bound {
-                    parts.push(if *b {
-                        "bound".into()
-                    } else {
-                        "unbound (no PASID)".into()
-                    });
-                }
+                push_flag(&mut parts, *allocated, "allocated", "not allocated");
+                push_flag(&mut parts, *bound, "bound", "unbound (no PASID)");
                 format!(
                     "PASID of {}: {}",
                     self.pasid_name(*subject),
@@ -1535,10 +1537,7 @@ impl<'a> Runner<'a> {
         match slot {
             QueueSlot::NotOpen | QueueSlot::Closed { .. } => {
                 self.queues[q] = slot;
-                Err(StepError::new(
-                    ErrorClass::State,
-                    format!("queue `{}` is not open", self.qname(q)),
-                ))
+                Err(StepError::not_open(self.qname(q)))
             }
             QueueSlot::Dsa {
                 running: Some((j, t)),
@@ -1632,10 +1631,7 @@ impl<'a> Runner<'a> {
                 _ => None,
             };
             let Some(h) = handle else {
-                return Err(StepError::new(
-                    ErrorClass::State,
-                    format!("queue `{qn}` is not open"),
-                ));
+                return Err(StepError::not_open(&qn));
             };
             let refused = h.poll(&caller);
             let mut note = String::new();
@@ -1766,16 +1762,10 @@ impl<'a> Runner<'a> {
                     s, running, dead, ..
                 } = &mut self.queues[sub.queue]
                 else {
-                    return Err(StepError::new(
-                        ErrorClass::State,
-                        format!("queue `{qn}` is not open"),
-                    ));
+                    return Err(StepError::not_open(&qn));
                 };
                 if *dead {
-                    return Err(StepError::new(
-                        ErrorClass::Exited,
-                        format!("the process that opened `{qn}` has exited"),
-                    ));
+                    return Err(StepError::owner_exited(&qn));
                 }
                 let mut session = s
                     .take()
@@ -1830,16 +1820,10 @@ impl<'a> Runner<'a> {
             s, pending, dead, ..
         } = &mut self.queues[q]
         else {
-            return Err(StepError::new(
-                ErrorClass::State,
-                format!("queue `{qn}` is not open"),
-            ));
+            return Err(StepError::not_open(&qn));
         };
         if *dead {
-            return Err(StepError::new(
-                ErrorClass::Exited,
-                format!("the process that opened `{qn}` has exited"),
-            ));
+            return Err(StepError::owner_exited(&qn));
         }
         let tag = s.submit(
             op,
@@ -1959,9 +1943,7 @@ impl<'a> Runner<'a> {
                     let mut out = vec![0u8; n as usize];
                     mm.read(va, &mut out)
                         .map_err(|e| format!("reading the output: {e}"))?;
-                    let want = self
-                        .read(range)
-                        .map_err(|e| format!("reading {}: {e}", self.show_range(range)))?;
+                    let want = self.read_expected(range)?;
                     match inflate(slot.alg, &out, want.len() as u64 + 1) {
                         Err(e) => fails.push(format!("the output does not decompress ({:?}): {e}", slot.alg)),
                         Ok(got) if got == want => facts.push(format!("{} bytes decompress to {}", n, got.len())),
@@ -1982,9 +1964,7 @@ impl<'a> Runner<'a> {
                     }
                 }
                 if let Some(range) = crc_of {
-                    let data = self
-                        .read(range)
-                        .map_err(|e| format!("reading {}: {e}", self.show_range(range)))?;
+                    let data = self.read_expected(range)?;
                     let cpu = crc32c::crc32c(&data);
                     match r.crc {
                         Some(v) if v == cpu => {}
@@ -2045,13 +2025,9 @@ impl<'a> Runner<'a> {
                     }
                 }
                 if equals.is_some() || crc32c.is_some() || byte.is_some() || bytes.is_some() {
-                    let data = self
-                        .read(range)
-                        .map_err(|e| format!("reading {}: {e}", self.show_range(range)))?;
+                    let data = self.read_expected(range)?;
                     if let Some(o) = equals {
-                        let other = self
-                            .read(o)
-                            .map_err(|e| format!("reading {}: {e}", self.show_range(o)))?;
+                        let other = self.read_expected(o)?;
                         if let Some(i) = first_diff(&data, &other) {
                             fails.push(format!(
                                 "differs from {} at offset {i:#x} ({:#04x} vs {:#04x})",
@@ -2385,10 +2361,7 @@ impl<'a> Runner<'a> {
                                 .max(1);
                             let cap = sizes[b] - off_b;
                             let QueueSlot::Zip { s, alg, .. } = &mut self.queues[q] else {
-                                return Err(StepError::new(
-                                    ErrorClass::State,
-                                    format!("queue `{}` is not open", self.plan.queues[q].name),
-                                ));
+                                return Err(StepError::not_open(&self.plan.queues[q].name));
                             };
                             let alg = *alg;
                             let res = s.compress(
