@@ -202,8 +202,9 @@ mod tests {
 
     #[test]
     fn a_poll_gives_up_at_its_deadline() {
-        let mut p = Poll::new(Duration::from_millis(1));
+        // The clock starts first: a preemption between the two must not shorten the wait.
         let start = Instant::now();
+        let mut p = Poll::new(Duration::from_millis(1));
         while p.wait() {}
         assert!(start.elapsed() >= Duration::from_millis(1));
     }
