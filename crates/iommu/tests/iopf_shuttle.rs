@@ -34,29 +34,45 @@ fn req(group: u16, last: bool) -> PageRequest {
 
 const GROUPS: u16 = 3;
 
+/// A fault queue with two workers, answering into a sink that counts responses per group.
+fn queue_with_counting_sink() -> (Arc<Sink>, Arc<IopfQueue>) {
+    let sink = Arc::new(Sink::default());
+    let q = Arc::new(IopfQueue::new(2, sink.clone()));
+    (sink, q)
+}
+
+/// Reports [`GROUPS`] groups of one request each, as the device does.
+fn report_complete_groups(q: &IopfQueue) {
+    for g in 0..GROUPS {
+        q.report(req(g, true));
+    }
+}
+
+/// Each of the [`GROUPS`] groups got exactly one response and nothing is outstanding.
+fn assert_each_group_answered_once(sink: &Sink, q: &IopfQueue) {
+    let answered = sink.0.lock().unwrap().clone();
+    assert_eq!(answered.len(), usize::from(GROUPS), "{answered:?}");
+    assert!(answered.values().all(|&n| n == 1), "{answered:?}");
+    assert_eq!(q.outstanding(Pasid(1)), 0);
+}
+
 /// The device stops, then unbind drains: every group it sent is answered exactly once by
 /// the time drain returns, and nothing is left outstanding.
 #[test]
 fn drain_after_the_device_stopped_leaves_nothing_unanswered() {
     shuttle::check_random(
         || {
-            let sink = Arc::new(Sink::default());
-            let q = Arc::new(IopfQueue::new(2, sink.clone()));
+            let (sink, q) = queue_with_counting_sink();
             let device = {
                 let q = q.clone();
                 shuttle::thread::spawn(move || {
                     q.report(req(100, false)); // a group whose LAST never comes
-                    for g in 0..GROUPS {
-                        q.report(req(g, true));
-                    }
+                    report_complete_groups(&q);
                 })
             };
             device.join().unwrap();
             q.drain(Pasid(1));
-            let answered = sink.0.lock().unwrap().clone();
-            assert_eq!(answered.len(), usize::from(GROUPS), "{answered:?}");
-            assert!(answered.values().all(|&n| n == 1), "{answered:?}");
-            assert_eq!(q.outstanding(Pasid(1)), 0);
+            assert_each_group_answered_once(&sink, &q);
         },
         2000,
     );
@@ -68,14 +84,11 @@ fn drain_after_the_device_stopped_leaves_nothing_unanswered() {
 fn racing_drain_loses_and_doubles_nothing() {
     shuttle::check_random(
         || {
-            let sink = Arc::new(Sink::default());
-            let q = Arc::new(IopfQueue::new(2, sink.clone()));
+            let (sink, q) = queue_with_counting_sink();
             let device = {
                 let q = q.clone();
                 shuttle::thread::spawn(move || {
-                    for g in 0..GROUPS {
-                        q.report(req(g, true));
-                    }
+                    report_complete_groups(&q);
                 })
             };
             let unbind = {
@@ -85,10 +98,7 @@ fn racing_drain_loses_and_doubles_nothing() {
             device.join().unwrap();
             unbind.join().unwrap();
             q.drain(Pasid(1));
-            let answered = sink.0.lock().unwrap().clone();
-            assert_eq!(answered.len(), usize::from(GROUPS), "{answered:?}");
-            assert!(answered.values().all(|&n| n == 1), "{answered:?}");
-            assert_eq!(q.outstanding(Pasid(1)), 0);
+            assert_each_group_answered_once(&sink, &q);
         },
         2000,
     );

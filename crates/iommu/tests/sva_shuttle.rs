@@ -4,6 +4,7 @@
 //! `cargo test -p sva-iommu --features shuttle --test sva_shuttle`
 #![cfg(feature = "shuttle")]
 
+use shuttle::thread::JoinHandle;
 use std::sync::{Arc, Mutex};
 use sva_addr::{Asid, Pasid, Va};
 use sva_iommu::{
@@ -117,6 +118,28 @@ fn request(pasid: Pasid, group: u16, addr: Va) -> PageRequest {
     }
 }
 
+/// A system of 64 MiB and an SVA core on a recording driver, with [`DEV`] and [`OTHER`]
+/// enabled for I/O page faults.
+fn sva_with_two_devices() -> (System, Arc<Recorder>, Arc<Sva>) {
+    let ram = Arc::new(Ram::new(64 << 20).unwrap());
+    let sys = System::new(ram.clone(), MmConfig::default()).unwrap();
+    let drv = Arc::new(Recorder::default());
+    let sva = Arc::new(Sva::new(drv.clone(), 2, ram, sys.asid_allocator()));
+    sva.enable_device(DEV, IOPF).unwrap();
+    sva.enable_device(OTHER, IOPF).unwrap();
+    (sys, drv, sva)
+}
+
+/// A thread that, as [`DEV`], reports one fault per page for `groups` pages from `va`.
+fn faulting_device(sva: &Arc<Sva>, pasid: Pasid, va: Va, groups: u16) -> JoinHandle<()> {
+    let sva = sva.clone();
+    shuttle::thread::spawn(move || {
+        for g in 0..groups {
+            sva.report_fault(request(pasid, g, va + u64::from(g) * 4096));
+        }
+    })
+}
+
 /// The device faults pages in while the process unmaps part of its buffer and another
 /// device binds; then the device stops and the driver unbinds. Every group is answered
 /// exactly once, all before unbind returns; the PASID is free at the end; nothing
@@ -125,25 +148,13 @@ fn request(pasid: Pasid, group: u16, addr: Va) -> PageRequest {
 fn faults_munmap_bind_and_unbind_race_safely() {
     shuttle::check_random(
         || {
-            let ram = Arc::new(Ram::new(64 << 20).unwrap());
-            let sys = System::new(ram.clone(), MmConfig::default()).unwrap();
-            let drv = Arc::new(Recorder::default());
-            let sva = Arc::new(Sva::new(drv.clone(), 2, ram, sys.asid_allocator()));
-            sva.enable_device(DEV, IOPF).unwrap();
-            sva.enable_device(OTHER, IOPF).unwrap();
+            let (sys, drv, sva) = sva_with_two_devices();
             let mm = sys.spawn().unwrap();
             let rw = Prot::READ | Prot::WRITE;
             let va = mm.mmap(None, 4 * 4096, rw, MapFlags::PRIVATE).unwrap();
             let bond = sva.bind(DEV, &mm).unwrap();
 
-            let device = {
-                let sva = sva.clone();
-                shuttle::thread::spawn(move || {
-                    for g in 0..3u16 {
-                        sva.report_fault(request(bond.pasid, g, va + u64::from(g) * 4096));
-                    }
-                })
-            };
+            let device = faulting_device(&sva, bond.pasid, va, 3);
             let cpu = {
                 let mm = mm.clone();
                 shuttle::thread::spawn(move || mm.munmap(va + 2 * 4096, 2 * 4096).unwrap())
@@ -196,12 +207,7 @@ fn faults_munmap_bind_and_unbind_race_safely() {
 fn exit_races_faults_and_binds() {
     shuttle::check_random(
         || {
-            let ram = Arc::new(Ram::new(64 << 20).unwrap());
-            let sys = System::new(ram.clone(), MmConfig::default()).unwrap();
-            let drv = Arc::new(Recorder::default());
-            let sva = Arc::new(Sva::new(drv.clone(), 2, ram, sys.asid_allocator()));
-            sva.enable_device(DEV, IOPF).unwrap();
-            sva.enable_device(OTHER, IOPF).unwrap();
+            let (sys, drv, sva) = sva_with_two_devices();
             let mm = sys.spawn().unwrap();
             let va = mm
                 .mmap(None, 2 * 4096, Prot::READ | Prot::WRITE, MapFlags::PRIVATE)
@@ -209,14 +215,7 @@ fn exit_races_faults_and_binds() {
             let bond = sva.bind(DEV, &mm).unwrap();
             let pid = mm.pid();
 
-            let device = {
-                let sva = sva.clone();
-                shuttle::thread::spawn(move || {
-                    for g in 0..2u16 {
-                        sva.report_fault(request(bond.pasid, g, va + u64::from(g) * 4096));
-                    }
-                })
-            };
+            let device = faulting_device(&sva, bond.pasid, va, 2);
             let binder = {
                 let (sva, mm) = (sva.clone(), mm.clone());
                 shuttle::thread::spawn(move || sva.bind(OTHER, &mm))

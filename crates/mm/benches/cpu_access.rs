@@ -5,6 +5,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use sva_mm::{MapFlags, MmConfig, Prot, System};
 use sva_physmem::Ram;
 
@@ -13,6 +14,19 @@ const PAGE: usize = 4096;
 
 fn system() -> System {
     System::new(Arc::new(Ram::new(1 << 30).unwrap()), MmConfig::default()).unwrap()
+}
+
+/// Runs `iters` iterations in batches of at most `batch`: `run(n)` does `n` of them and
+/// returns the time it measured; the sum is returned.
+fn in_batches(iters: u64, batch: usize, mut run: impl FnMut(usize) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let n = left.min(batch);
+        total += run(n);
+        left -= n;
+    }
+    total
 }
 
 fn throughput(c: &mut Criterion) {
@@ -61,23 +75,19 @@ fn faults(c: &mut Criterion) {
     let mut g = c.benchmark_group("fault");
     g.bench_function("host-minor-fault", |b| {
         b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BATCH);
+            in_batches(iters, BATCH, |n| {
                 let mut map = memmap2::MmapOptions::new()
                     .len(n * PAGE)
                     .map_anon()
                     .unwrap();
-                let t = std::time::Instant::now();
+                let t = Instant::now();
                 for i in 0..n {
                     map[i * PAGE] = 1;
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 black_box(&map);
-                left -= n;
-            }
-            total
+                took
+            })
         });
     });
     let sys = system();
@@ -85,10 +95,7 @@ fn faults(c: &mut Criterion) {
     let rw = Prot::READ | Prot::WRITE;
     g.bench_function("sva-demand-fault", |b| {
         b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BATCH);
+            in_batches(iters, BATCH, |n| {
                 let va = mm
                     .mmap(
                         None,
@@ -97,23 +104,19 @@ fn faults(c: &mut Criterion) {
                         MapFlags::PRIVATE | MapFlags::NOHUGEPAGE,
                     )
                     .unwrap();
-                let t = std::time::Instant::now();
+                let t = Instant::now();
                 for i in 0..n {
                     mm.write(va + (i * PAGE) as u64, &[1]).unwrap();
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 mm.munmap(va, (n * PAGE) as u64).unwrap();
-                left -= n;
-            }
-            total
+                took
+            })
         });
     });
     g.bench_function("sva-cow-break", |b| {
         b.iter_custom(|iters| {
-            let mut total = std::time::Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BATCH);
+            in_batches(iters, BATCH, |n| {
                 let va = mm
                     .mmap(
                         None,
@@ -123,16 +126,15 @@ fn faults(c: &mut Criterion) {
                     )
                     .unwrap();
                 let child = sys.fork(mm.pid()).unwrap();
-                let t = std::time::Instant::now();
+                let t = Instant::now();
                 for i in 0..n {
                     child.write(va + (i * PAGE) as u64, &[1]).unwrap();
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 sys.exit(child.pid()).unwrap();
                 mm.munmap(va, (n * PAGE) as u64).unwrap();
-                left -= n;
-            }
-            total
+                took
+            })
         });
     });
     g.finish();
@@ -140,7 +142,7 @@ fn faults(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+    config = Criterion::default().sample_size(30).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
     targets = throughput, faults
 }
 criterion_main!(benches);

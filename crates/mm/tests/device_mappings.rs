@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex, Weak};
 use sva_addr::{Pasid, Va};
 use sva_mm::{
     AccessKind, Error, FrameRegion, InvalidateReason, IoError, IoMemory, MapFlags, Mm, MmConfig,
-    Prot, SegvCode,
+    Prot, SegvCode, System,
 };
-use sva_physmem::{PhysMemory, Ram};
+use sva_physmem::{AllocStats, PhysMemory, Ram};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const SHARED: MapFlags = MapFlags::SHARED;
@@ -93,6 +93,35 @@ impl IoMemory for Regs {
 
 fn frames(ram: &Arc<Ram>, pages: usize) -> Arc<FrameRegion> {
     Arc::new(FrameRegion::new(ram.clone(), pages, PAGE).unwrap())
+}
+
+/// A system, its RAM, a process and a region of `pages` driver frames.
+fn process_and_frames(pages: usize) -> (System, Arc<Ram>, Arc<Mm>, Arc<FrameRegion>) {
+    let sys = system();
+    let ram = sys.ram().clone();
+    let mm = sys.spawn().unwrap();
+    let region = frames(&ram, pages);
+    (sys, ram, mm, region)
+}
+
+/// Every frame and block allocated since `start` is free again.
+fn assert_ram_back_to(ram: &Ram, start: AllocStats) {
+    assert_eq!(ram.stats().used_frames, start.used_frames);
+    assert_eq!(ram.stats().blocks, start.blocks);
+}
+
+/// A private anonymous page right below `va` in `mm`, holding `data`.
+fn anon_page_below(mm: &Mm, va: Va, data: &[u8]) -> Va {
+    let anon = mm
+        .mmap(
+            Some(va - PAGE),
+            PAGE,
+            RW,
+            MapFlags::PRIVATE | MapFlags::FIXED_NOREPLACE,
+        )
+        .unwrap();
+    mm.write(anon, data).unwrap();
+    anon
 }
 
 fn refcounts(ram: &Ram, region: &FrameRegion) -> Vec<u32> {
@@ -449,16 +478,12 @@ fn frames_are_shared_between_process_and_ram() {
     sys.exit(pid).unwrap();
     assert_eq!(refcounts(&ram, &region), [1; 4]);
     drop(region);
-    assert_eq!(ram.stats().used_frames, start.used_frames);
-    assert_eq!(ram.stats().blocks, start.blocks);
+    assert_ram_back_to(&ram, start);
 }
 
 #[test]
 fn populate_maps_every_frame_and_a_revoked_region_is_refused() {
-    let sys = system();
-    let ram = sys.ram().clone();
-    let mm = sys.spawn().unwrap();
-    let region = frames(&ram, 3);
+    let (_sys, ram, mm, region) = process_and_frames(3);
     let va = mm
         .mmap_frames(region.clone(), RW, SHARED | MapFlags::POPULATE)
         .unwrap();
@@ -486,25 +511,14 @@ fn populate_maps_every_frame_and_a_revoked_region_is_refused() {
 
 #[test]
 fn zap_drops_pages_but_keeps_vmas_and_revocation_then_gives_bus() {
-    let sys = system();
-    let ram = sys.ram().clone();
-    let mm = sys.spawn().unwrap();
+    let (_sys, ram, mm, region) = process_and_frames(4);
     let rec = Arc::new(Recorder::with_ram(ram.clone()));
     mm.register_notifier(rec.clone()).unwrap();
-    let region = frames(&ram, 4);
     let va = mm.mmap_frames(region.clone(), RW, SHARED).unwrap();
     mm.touch(va, 4 * PAGE, AccessKind::Write).unwrap();
     assert_eq!(refcounts(&ram, &region), [2; 4]);
     // Anonymous memory right below, inside the zapped range: left alone.
-    let anon = mm
-        .mmap(
-            Some(va - PAGE),
-            PAGE,
-            RW,
-            MapFlags::PRIVATE | MapFlags::FIXED_NOREPLACE,
-        )
-        .unwrap();
-    mm.write(anon, b"mine").unwrap();
+    let anon = anon_page_below(&mm, va, b"mine");
     rec.events.lock().unwrap().clear();
 
     mm.zap(anon, 3 * PAGE).unwrap();
@@ -599,16 +613,12 @@ fn fork_leaves_dontcopy_and_wipeonfork_device_mappings_out() {
     sys.exit(parent.pid()).unwrap();
     assert_eq!(refcounts(&ram, &region), [1; 2]);
     drop(region);
-    assert_eq!(ram.stats().used_frames, start.used_frames);
-    assert_eq!(ram.stats().blocks, start.blocks);
+    assert_ram_back_to(&ram, start);
 }
 
 #[test]
 fn partial_munmap_of_frames_keeps_offsets() {
-    let sys = system();
-    let ram = sys.ram().clone();
-    let mm = sys.spawn().unwrap();
-    let region = frames(&ram, 4);
+    let (_sys, ram, mm, region) = process_and_frames(4);
     for (i, &pa) in region.frames().iter().enumerate() {
         ram.write(pa, &[i as u8 + 1; 8]).unwrap();
     }
@@ -637,22 +647,11 @@ fn partial_munmap_of_frames_keeps_offsets() {
 
 #[test]
 fn reclaim_and_migrate_leave_driver_frames_alone() {
-    let sys = system();
-    let ram = sys.ram().clone();
-    let mm = sys.spawn().unwrap();
-    let region = frames(&ram, 2);
+    let (_sys, ram, mm, region) = process_and_frames(2);
     let va = mm.mmap_frames(region.clone(), RW, SHARED).unwrap();
     mm.write(va, b"ring").unwrap();
     mm.write(va + PAGE, b"ring").unwrap();
-    let anon = mm
-        .mmap(
-            Some(va - PAGE),
-            PAGE,
-            RW,
-            MapFlags::PRIVATE | MapFlags::FIXED_NOREPLACE,
-        )
-        .unwrap();
-    mm.write(anon, b"anon").unwrap();
+    let anon = anon_page_below(&mm, va, b"anon");
     // The anonymous page goes to swap; the driver's pages stay.
     assert_eq!(mm.reclaim(anon, 3 * PAGE).unwrap(), 1);
     assert_eq!(mm.swapped_pages(), 1);

@@ -42,6 +42,19 @@ fn wait_response(ep: &TestEndpoint, group: u16) {
     }
 }
 
+/// Runs `iters` iterations in batches of at most `batch`: `run(n)` does `n` of them and
+/// returns the time it measured; the sum is returned.
+fn in_batches(iters: u64, batch: usize, mut run: impl FnMut(usize) -> Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let n = left.min(batch);
+        total += run(n);
+        left -= n;
+    }
+    total
+}
+
 fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("sva");
     let p = platform();
@@ -69,10 +82,7 @@ fn benches(c: &mut Criterion) {
 
     g.bench_function("host-minor-fault", |bn| {
         bn.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BATCH);
+            in_batches(iters, BATCH, |n| {
                 let mut map = memmap2::MmapOptions::new()
                     .len(n * PAGE)
                     .map_anon()
@@ -81,11 +91,10 @@ fn benches(c: &mut Criterion) {
                 for i in 0..n {
                     map[i * PAGE] = 1;
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 black_box(&map);
-                left -= n;
-            }
-            total
+                took
+            })
         });
     });
 
@@ -95,10 +104,7 @@ fn benches(c: &mut Criterion) {
     let mut group = 0u16;
     g.bench_function("iopf-pri-end-to-end", |bn| {
         bn.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let n = left.min(BATCH);
+            in_batches(iters, BATCH, |n| {
                 let va = mm
                     .mmap(
                         None,
@@ -118,11 +124,10 @@ fn benches(c: &mut Criterion) {
                         AtsCompletion::Success { .. }
                     ));
                 }
-                total += t.elapsed();
+                let took = t.elapsed();
                 mm.munmap(va, (n * PAGE) as u64).unwrap();
-                left -= n;
-            }
-            total
+                took
+            })
         });
     });
 

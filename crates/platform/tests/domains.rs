@@ -1,11 +1,15 @@
 //! Domains for DMA without PASID on the SMMUv3 model: blocked by default, identity, and DMA
 //! domains with a private I/O page table; alongside SVA on the same device.
 
+mod common;
+
+use common::{IOPF, PRI, RW, platform_with_irq_thread, populated_page};
+use std::sync::Arc;
 use sva_addr::{Iova, Pa, StreamId};
-use sva_iommu::{DeviceId, Domain, Error, IOVA_BASE, SvaFeatures};
+use sva_iommu::{DeviceId, DmaDomain, Domain, Error, IOVA_BASE, Sva, SvaFeatures};
 use sva_mm::{MapFlags, Prot};
 use sva_physmem::PhysMemory;
-use sva_platform::{DmaError, Message, Platform, PlatformConfig};
+use sva_platform::{DmaError, Message, Platform, TestEndpoint};
 use sva_smmuv3_driver::{DeviceDesc, FaultPath};
 
 const SID: StreamId = StreamId(0x42);
@@ -14,19 +18,29 @@ const DESC: DeviceDesc = DeviceDesc {
     fault_path: FaultPath::Stall,
     ats: true,
 };
-const RW: Prot = Prot::READ.union(Prot::WRITE);
+/// A PRI device without ATS, for the private-table tests.
+const PRI_NO_ATS: DeviceDesc = DeviceDesc {
+    fault_path: FaultPath::Pri,
+    ats: false,
+};
+/// SVA without I/O page faults: private tables of pinned pages.
+const NO_IOPF: SvaFeatures = SvaFeatures {
+    iopf: false,
+    max_pasid: None,
+};
 
-fn platform() -> Platform {
-    Platform::new(PlatformConfig {
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap()
+/// The SVA core, the device at [`SID`] and a new DMA domain it is attached to.
+fn device_in_dma_domain(p: &Platform) -> (Arc<Sva>, Arc<TestEndpoint>, Arc<DmaDomain>) {
+    let sva = p.sva.clone().unwrap();
+    let ep = p.device(SID, DESC);
+    let dom = sva.dma_domain().unwrap();
+    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
+    (sva, ep, dom)
 }
 
 #[test]
 fn blocked_by_default_identity_on_request() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let ep = p.device(SID, DESC);
     let frame = p.ram.alloc(4096).unwrap();
@@ -44,11 +58,8 @@ fn blocked_by_default_identity_on_request() {
 
 #[test]
 fn dma_domain_maps_iovas_to_memory_and_unmap_is_immediate() {
-    let p = platform();
-    let sva = p.sva.clone().unwrap();
-    let ep = p.device(SID, DESC);
-    let dom = sva.dma_domain().unwrap();
-    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
+    let p = platform_with_irq_thread();
+    let (_sva, ep, dom) = device_in_dma_domain(&p);
     let buf = p.ram.alloc(16 << 10).unwrap();
     p.ram.write(buf + 4096, b"through the IOVA").unwrap();
     let iova = dom.map(buf, 16 << 10, RW).unwrap();
@@ -98,26 +109,14 @@ fn dma_domain_maps_iovas_to_memory_and_unmap_is_immediate() {
 
 #[test]
 fn sva_and_a_dma_domain_share_a_device() {
-    let p = platform();
-    let sva = p.sva.clone().unwrap();
-    let ep = p.device(SID, DESC);
-    let dom = sva.dma_domain().unwrap();
-    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
+    let p = platform_with_irq_thread();
+    let (sva, ep, dom) = device_in_dma_domain(&p);
     let buf = p.ram.alloc(4096).unwrap();
     p.ram.write(buf, b"kernel buffer").unwrap();
     let iova = dom.map(buf, 4096, RW).unwrap();
-    sva.enable_device(
-        DEV,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    sva.enable_device(DEV, IOPF).unwrap();
     let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let va = populated_page(&mm);
     mm.write(va, b"user buffer").unwrap();
     let bond = sva.bind(DEV, &mm).unwrap();
     assert_ne!(
@@ -140,12 +139,9 @@ fn sva_and_a_dma_domain_share_a_device() {
 
 #[test]
 fn a_dropped_domain_leaves_nothing_for_the_next_owner_of_its_asid() {
-    let p = platform();
-    let sva = p.sva.clone().unwrap();
-    let ep = p.device(SID, DESC);
-    let dom = sva.dma_domain().unwrap();
+    let p = platform_with_irq_thread();
+    let (sva, ep, dom) = device_in_dma_domain(&p);
     let asid = dom.asid();
-    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
     let secret = p.ram.alloc(4096).unwrap();
     p.ram.write(secret, b"domain data").unwrap();
     let at = Iova(0x40_0000_0000);
@@ -163,14 +159,7 @@ fn a_dropped_domain_leaves_nothing_for_the_next_owner_of_its_asid() {
         MapFlags::PRIVATE | MapFlags::FIXED,
     )
     .unwrap();
-    sva.enable_device(
-        DEV,
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    sva.enable_device(DEV, IOPF).unwrap();
     let bond = sva.bind(DEV, &mm).unwrap();
     assert!(
         ep.dma_read(Some(bond.pasid), at.raw(), 11).is_err(),
@@ -182,31 +171,12 @@ fn a_dropped_domain_leaves_nothing_for_the_next_owner_of_its_asid() {
 /// address space's PASID, explicit map/unmap of pinned pages.
 #[test]
 fn private_tables_show_each_device_only_what_was_mapped() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
-    let d1 = p.device(
-        StreamId(0x51),
-        DeviceDesc {
-            fault_path: FaultPath::Pri,
-            ats: true,
-        },
-    );
-    let d2 = p.device(
-        StreamId(0x52),
-        DeviceDesc {
-            fault_path: FaultPath::Pri,
-            ats: false,
-        },
-    );
+    let d1 = p.device(StreamId(0x51), PRI);
+    let d2 = p.device(StreamId(0x52), PRI_NO_ATS);
     for d in [0x51, 0x52] {
-        sva.enable_device(
-            DeviceId(d),
-            SvaFeatures {
-                iopf: false,
-                max_pasid: None,
-            },
-        )
-        .unwrap();
+        sva.enable_device(DeviceId(d), NO_IOPF).unwrap();
     }
     let mm = p.system.spawn().unwrap();
     let va = mm
@@ -270,23 +240,10 @@ fn private_tables_show_each_device_only_what_was_mapped() {
 
 #[test]
 fn private_mappings_survive_cpu_unmap_until_the_device_lets_go() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
-    let d = p.device(
-        StreamId(0x61),
-        DeviceDesc {
-            fault_path: FaultPath::Pri,
-            ats: false,
-        },
-    );
-    sva.enable_device(
-        DeviceId(0x61),
-        SvaFeatures {
-            iopf: false,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let d = p.device(StreamId(0x61), PRI_NO_ATS);
+    sva.enable_device(DeviceId(0x61), NO_IOPF).unwrap();
     let mm = p.system.spawn().unwrap();
     let va = mm.mmap(None, 4096, RW, MapFlags::PRIVATE).unwrap();
     let bond = sva.bind_private(DeviceId(0x61), &mm).unwrap();

@@ -3,37 +3,31 @@
 //! invalidation on munmap, partial transfers when the DMA does not block on faults, and
 //! the PCIe rules for enabling capabilities.
 
+mod common;
+
+use common::{AT, IOPF, RW, platform_with_smmu};
 use std::sync::Arc;
 use sva_addr::{Pasid, StreamId, Va};
-use sva_iommu::{Bond, DeviceId, SvaFeatures};
-use sva_mm::{AccessKind, MapFlags, Mm, Prot};
+use sva_iommu::{Bond, DeviceId};
+use sva_mm::{AccessKind, MapFlags, Mm};
 use sva_pcie::{Capabilities, Dma, DmaConfig, DmaCtx, FaultReason, PciFunction};
 use sva_platform::{Platform, PlatformConfig};
 use sva_smmuv3::PriResponse;
 use sva_smmuv3::{Endpoint, SmmuConfig};
 
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const IOPF: SvaFeatures = SvaFeatures {
-    iopf: true,
-    max_pasid: None,
-};
-
-fn platform(smmu: SmmuConfig) -> Platform {
-    Platform::new(PlatformConfig {
-        smmu,
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap()
-}
-
 /// A platform, a function with `caps` enabled for SVA, and a process bound to it.
 fn setup(caps: Capabilities, smmu: SmmuConfig) -> (Platform, Arc<PciFunction>, Arc<Mm>, Bond) {
-    let p = platform(smmu);
+    let p = platform_with_smmu(smmu);
     let f = p.sva_function(StreamId(0x10), caps).unwrap();
     let mm = p.system.spawn().unwrap();
     let bond = p.sva.as_ref().unwrap().bind(DeviceId(0x10), &mm).unwrap();
     (p, f, mm, bond)
+}
+
+/// One private page at [`AT`] in `mm`, not populated.
+fn page_at(mm: &Mm) -> Va {
+    mm.mmap(Some(AT), 4096, RW, MapFlags::PRIVATE | MapFlags::FIXED)
+        .unwrap()
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -247,7 +241,7 @@ fn response_failure_stops_pri_until_software_resets_it() {
 
 #[test]
 fn capabilities_follow_the_pcie_enable_order() {
-    let p = platform(SmmuConfig::default());
+    let p = platform_with_smmu(SmmuConfig::default());
     let f = p.pci_function(
         StreamId(0x10),
         Capabilities::default(),
@@ -295,22 +289,8 @@ fn two_processes_on_one_function_are_isolated_by_pasid() {
     let b = p.system.spawn().unwrap();
     let bond_b = p.sva.as_ref().unwrap().bind(DeviceId(0x10), &b).unwrap();
     assert_ne!(bond_a.pasid, bond_b.pasid);
-    let va_a = a
-        .mmap(
-            Some(Va(0x4000_0000)),
-            4096,
-            RW,
-            MapFlags::PRIVATE | MapFlags::FIXED,
-        )
-        .unwrap();
-    let va_b = b
-        .mmap(
-            Some(Va(0x4000_0000)),
-            4096,
-            RW,
-            MapFlags::PRIVATE | MapFlags::FIXED,
-        )
-        .unwrap();
+    let va_a = page_at(&a);
+    let va_b = page_at(&b);
     assert_eq!(va_a, va_b);
     a.write(va_a, b"process A").unwrap();
     b.write(va_b, b"process B").unwrap();

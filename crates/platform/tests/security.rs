@@ -9,59 +9,21 @@
 //!
 //! Every test is listed in `docs/security.md`.
 
-use std::sync::Arc;
+mod common;
+
+use common::{
+    AT, PRI, RW, STALL, bind_each, dev, platform_with_irq_thread, platform_with_smmu,
+    populated_page, populated_page_with, raw_pasids, sva_device,
+};
 use sva_addr::{Pa, Pasid, StreamId, Va};
-use sva_iommu::{DeviceId, Error, SvaFeatures};
+use sva_iommu::Error;
 use sva_mm::{AccessKind, MapFlags, Mm, Prot};
 use sva_pcie::{Capabilities, Dma, DmaCtx, FaultReason};
 use sva_physmem::PhysMemory;
-use sva_platform::{DmaError, Message, Platform, PlatformConfig, TestEndpoint};
+use sva_platform::{DmaError, Message, Platform, TestEndpoint};
 use sva_smmuv3::{AccessKind as Bus, AtsCompletion, Denied, EventId, SmmuConfig, Transaction};
 use sva_smmuv3_driver::{DeviceDesc, FaultPath};
 use sva_smmuv3_spec::pri::{PageRequest, PriResponse};
-
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const AT: Va = Va(0x4000_0000);
-const IOPF: SvaFeatures = SvaFeatures {
-    iopf: true,
-    max_pasid: None,
-};
-const STALL: DeviceDesc = DeviceDesc {
-    fault_path: FaultPath::Stall,
-    ats: false,
-};
-const PRI: DeviceDesc = DeviceDesc {
-    fault_path: FaultPath::Pri,
-    ats: true,
-};
-
-fn dev(sid: StreamId) -> DeviceId {
-    DeviceId(sid.raw())
-}
-
-fn platform_with(smmu: SmmuConfig) -> Platform {
-    Platform::new(PlatformConfig {
-        smmu,
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap()
-}
-
-fn platform() -> Platform {
-    platform_with(SmmuConfig::default())
-}
-
-/// A scriptable device at `sid`, described to the driver and enabled for SVA.
-fn device(p: &Platform, sid: StreamId, desc: DeviceDesc) -> Arc<TestEndpoint> {
-    let ep = p.device(sid, desc);
-    p.sva
-        .as_ref()
-        .unwrap()
-        .enable_device(dev(sid), IOPF)
-        .unwrap();
-    ep
-}
 
 /// `len` bytes at [`AT`] in `mm`, populated and filled with `byte`.
 fn buffer(mm: &Mm, len: u64, byte: u8) {
@@ -162,10 +124,10 @@ fn raw_txn(
 
 #[test]
 fn the_same_va_through_a_pasid_reaches_only_that_pasids_address_space() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
-    let only_a = device(&p, StreamId(0x10), STALL);
-    let both = device(&p, StreamId(0x11), PRI);
+    let only_a = sva_device(&p, StreamId(0x10), STALL);
+    let both = sva_device(&p, StreamId(0x11), PRI);
     let a = p.system.spawn().unwrap();
     let b = p.system.spawn().unwrap();
     buffer(&a, 4 * 4096, 0xaa);
@@ -241,10 +203,10 @@ fn the_same_va_through_a_pasid_reaches_only_that_pasids_address_space() {
 
 #[test]
 fn the_pasid_of_an_exited_process_reaches_nothing_and_waits_for_every_unbind() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
-    let stall = device(&p, StreamId(0x20), STALL);
-    let pri = device(&p, StreamId(0x21), PRI);
+    let stall = sva_device(&p, StreamId(0x20), STALL);
+    let pri = sva_device(&p, StreamId(0x21), PRI);
     let a = p.system.spawn().unwrap();
     let len = 16 * 4096;
     buffer(&a, len, 0xa5);
@@ -316,26 +278,20 @@ fn the_pasid_of_an_exited_process_reaches_nothing_and_waits_for_every_unbind() {
 
 #[test]
 fn pasids_above_ssidsize_are_never_allocated_and_never_translate() {
-    let p = platform_with(SmmuConfig {
+    let p = platform_with_smmu(SmmuConfig {
         ssidsize: 2,
         ..SmmuConfig::default()
     });
     let sva = p.sva.clone().unwrap();
     let sid = StreamId(0x30);
-    let ep = device(&p, sid, PRI);
+    let ep = sva_device(&p, sid, PRI);
     assert_eq!(p.driver.features().ssid_bits, 2);
     let mms: Vec<_> = (0..4).map(|_| p.system.spawn().unwrap()).collect();
     for mm in &mms {
         buffer(mm, 4096, 0x5a);
     }
-    let bonds: Vec<_> = mms[..3]
-        .iter()
-        .map(|mm| sva.bind(dev(sid), mm).unwrap())
-        .collect();
-    assert_eq!(
-        bonds.iter().map(|b| b.pasid.raw()).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    let bonds = bind_each(&sva, sid, &mms[..3]);
+    assert_eq!(raw_pasids(&bonds), [1, 2, 3]);
     assert!(matches!(
         sva.bind(dev(sid), &mms[3]),
         Err(Error::PasidsExhausted { .. })
@@ -361,11 +317,11 @@ fn pasids_above_ssidsize_are_never_allocated_and_never_translate() {
 
 #[test]
 fn a_function_never_gets_a_pasid_above_its_pasid_width() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     // Another device takes PASIDs 1..=3 first.
     let other = StreamId(0x41);
-    let _ep = device(&p, other, STALL);
+    let _ep = sva_device(&p, other, STALL);
     let early: Vec<_> = (0..3).map(|_| p.system.spawn().unwrap()).collect();
     for mm in &early {
         sva.bind(dev(other), mm).unwrap();
@@ -422,7 +378,7 @@ fn a_function_never_gets_a_pasid_above_its_pasid_width() {
 
 #[test]
 fn dma_without_pasid_is_terminated_when_the_stream_has_no_domain() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let frame = p.ram.alloc(4096).unwrap();
     p.ram.write(frame, b"kernel data").unwrap();
@@ -448,7 +404,7 @@ fn dma_without_pasid_is_terminated_when_the_stream_has_no_domain() {
     ));
     // SVA enabled, default domain blocked: S1DSS = terminate.
     let sid = StreamId(0x51);
-    let ep = device(&p, sid, PRI);
+    let ep = sva_device(&p, sid, PRI);
     let mm = p.system.spawn().unwrap();
     buffer(&mm, 4096, 0x33);
     let bond = sva.bind(dev(sid), &mm).unwrap();
@@ -485,10 +441,10 @@ fn dma_without_pasid_is_terminated_when_the_stream_has_no_domain() {
 
 #[test]
 fn a_child_forking_and_exiting_leaves_the_parents_pasid_alone() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let sid = StreamId(0x60);
-    let ep = device(&p, sid, STALL);
+    let ep = sva_device(&p, sid, STALL);
     let parent = p.system.spawn().unwrap();
     buffer(&parent, 4 * 4096, 0x01);
     parent.write(AT, b"parent").unwrap();
@@ -536,10 +492,10 @@ fn a_child_forking_and_exiting_leaves_the_parents_pasid_alone() {
 
 #[test]
 fn a_parent_exiting_while_its_child_lives_takes_no_shared_frame_with_it() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let sid = StreamId(0x61);
-    let ep = device(&p, sid, STALL);
+    let ep = sva_device(&p, sid, STALL);
     let parent = p.system.spawn().unwrap();
     buffer(&parent, 8 * 4096, 0x0f);
     parent.write(AT, b"shared page").unwrap();
@@ -583,33 +539,22 @@ fn a_parent_exiting_while_its_child_lives_takes_no_shared_frame_with_it() {
 
 #[test]
 fn privileged_requests_get_no_more_than_user_access() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let pri_sid = StreamId(0x70);
     let stall_sid = StreamId(0x71);
-    let pri = device(&p, pri_sid, PRI);
-    let stall = device(&p, stall_sid, STALL);
+    let pri = sva_device(&p, pri_sid, PRI);
+    let stall = sva_device(&p, stall_sid, STALL);
     let mm = p.system.spawn().unwrap();
     let untouched = mm
         .mmap(None, 4 * 4096, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
         .unwrap();
     // A page that was populated, then made PROT_NONE (a guard page with data in it).
-    let guard = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let guard = populated_page(&mm);
     mm.write(guard, b"behind the guard").unwrap();
     mm.mprotect(guard, 4096, Prot::empty()).unwrap();
-    let ro = mm
-        .mmap(
-            None,
-            4096,
-            Prot::READ,
-            MapFlags::PRIVATE | MapFlags::POPULATE,
-        )
-        .unwrap();
-    let rw = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let ro = populated_page_with(&mm, Prot::READ);
+    let rw = populated_page(&mm);
     let b1 = sva.bind(dev(pri_sid), &mm).unwrap();
     let b2 = sva.bind(dev(stall_sid), &mm).unwrap();
 
@@ -661,12 +606,12 @@ fn privileged_requests_get_no_more_than_user_access() {
 
 #[test]
 fn exec_requests_on_data_pages_and_writes_to_read_only_pages_are_refused() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let pri_sid = StreamId(0x72);
     let stall_sid = StreamId(0x73);
-    let pri = device(&p, pri_sid, PRI);
-    let stall = device(&p, stall_sid, STALL);
+    let pri = sva_device(&p, pri_sid, PRI);
+    let stall = sva_device(&p, stall_sid, STALL);
     let mm = p.system.spawn().unwrap();
     let data = mm
         .mmap(None, 4 * 4096, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
@@ -735,9 +680,9 @@ fn exec_requests_on_data_pages_and_writes_to_read_only_pages_are_refused() {
 /// A device write to a page shared copy-on-write with a forked child: the write goes to a
 /// new frame of the writer; the shared frame and the other process keep the old data.
 fn device_write_breaks_cow(desc: DeviceDesc, sid: StreamId, write_parent: bool) {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
-    let ep = device(&p, sid, desc);
+    let ep = sva_device(&p, sid, desc);
     let parent = p.system.spawn().unwrap();
     buffer(&parent, 2 * 4096, 0x5c);
     parent.write(AT, b"before fork").unwrap();
@@ -810,7 +755,7 @@ fn a_device_write_breaks_cow_in_the_child_through_pri() {
 
 #[test]
 fn a_function_dma_to_a_cow_page_breaks_cow() {
-    let p = platform();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let f = p
         .sva_function(StreamId(0x84), Capabilities::default())

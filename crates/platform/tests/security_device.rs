@@ -6,45 +6,21 @@
 //!
 //! Every test is listed in `docs/security.md`.
 
+mod common;
+
+use common::{
+    AT, PRI, RW, STALL, dev, platform_with_irq_thread, platform_with_smmu, populated_page,
+    sva_device,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sva_addr::{Pa, Pasid, StreamId, Va};
-use sva_iommu::{DeviceId, SvaFeatures};
-use sva_mm::{AccessKind, MapFlags, Mm, Prot};
+use sva_mm::{AccessKind, MapFlags, Mm};
 use sva_physmem::PhysMemory;
 use sva_platform::{Message, Platform, PlatformConfig, TestEndpoint};
 use sva_smmuv3::{AccessKind as Bus, Denied, EventId, SmmuConfig, Transaction};
-use sva_smmuv3_driver::{DeviceDesc, FaultPath, ProbeOptions};
+use sva_smmuv3_driver::ProbeOptions;
 use sva_smmuv3_spec::pri::PriResponse;
-
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const AT: Va = Va(0x4000_0000);
-const IOPF: SvaFeatures = SvaFeatures {
-    iopf: true,
-    max_pasid: None,
-};
-const STALL: DeviceDesc = DeviceDesc {
-    fault_path: FaultPath::Stall,
-    ats: false,
-};
-const PRI: DeviceDesc = DeviceDesc {
-    fault_path: FaultPath::Pri,
-    ats: true,
-};
-
-fn dev(sid: StreamId) -> DeviceId {
-    DeviceId(sid.raw())
-}
-
-fn device(p: &Platform, sid: StreamId, desc: DeviceDesc) -> Arc<TestEndpoint> {
-    let ep = p.device(sid, desc);
-    p.sva
-        .as_ref()
-        .unwrap()
-        .enable_device(dev(sid), IOPF)
-        .unwrap();
-    ep
-}
 
 /// `pages` untouched pages at [`AT`].
 fn untouched(mm: &Mm, pages: u64) {
@@ -121,7 +97,7 @@ fn a_page_request_flood_overflows_the_pri_queue_and_the_host_recovers() {
     .unwrap();
     let sva = p.sva.clone().unwrap();
     let sid = StreamId(0x10);
-    let ep = device(&p, sid, PRI);
+    let ep = sva_device(&p, sid, PRI);
     let mm = p.system.spawn().unwrap();
     let pages = 64u64;
     untouched(&mm, pages);
@@ -195,16 +171,12 @@ fn a_page_request_flood_overflows_the_pri_queue_and_the_host_recovers() {
 
 #[test]
 fn a_page_request_with_a_pasid_the_device_is_not_bound_to_is_invalid_and_maps_nothing() {
-    let p = Platform::new(PlatformConfig {
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
+    let p = platform_with_irq_thread();
     let sva = p.sva.clone().unwrap();
     let honest = StreamId(0x20);
     let liar = StreamId(0x21);
-    let _h = device(&p, honest, PRI);
-    let l = device(&p, liar, PRI);
+    let _h = sva_device(&p, honest, PRI);
+    let l = sva_device(&p, liar, PRI);
     let victim = p.system.spawn().unwrap();
     let own = p.system.spawn().unwrap();
     untouched(&victim, 8);
@@ -251,8 +223,8 @@ fn page_requests_still_queued_at_unbind_never_reach_the_next_owner_of_the_pasid(
     let sva = p.sva.clone().unwrap();
     let sid = StreamId(0x30);
     let other = StreamId(0x31);
-    let ep = device(&p, sid, PRI);
-    let ep2 = device(&p, other, PRI);
+    let ep = sva_device(&p, sid, PRI);
+    let ep2 = sva_device(&p, other, PRI);
     let first = p.system.spawn().unwrap();
     untouched(&first, 8);
     let bond = sva.bind(dev(sid), &first).unwrap();
@@ -326,13 +298,11 @@ fn ats_rig(probe: ProbeOptions) -> (Platform, Arc<Mm>, Pa) {
     })
     .unwrap();
     let victim = p.system.spawn().unwrap();
-    let va = victim
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let va = populated_page(&victim);
     victim.write(va, b"victim's secret").unwrap();
     let frame = victim.translate(va, AccessKind::Read).unwrap().unwrap();
-    let _ = device(&p, StreamId(0x40), PRI);
-    let _ = device(&p, StreamId(0x41), STALL);
+    let _ = sva_device(&p, StreamId(0x40), PRI);
+    let _ = sva_device(&p, StreamId(0x41), STALL);
     let _ = p.device(StreamId(0x42), STALL);
     (p, victim, frame)
 }
@@ -396,18 +366,13 @@ fn without_atschk_translated_transactions_bypass_the_smmu_on_every_stream() {
 
 #[test]
 fn without_ats_in_the_smmu_translated_transactions_are_forbidden() {
-    let p = Platform::new(PlatformConfig {
-        smmu: SmmuConfig {
-            ats: false,
-            ..SmmuConfig::default()
-        },
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
+    let p = platform_with_smmu(SmmuConfig {
+        ats: false,
+        ..SmmuConfig::default()
+    });
     let frame = p.ram.alloc(4096).unwrap();
     p.ram.write(frame, b"nobody may ever").unwrap();
-    let _ = device(&p, StreamId(0x43), STALL);
+    let _ = sva_device(&p, StreamId(0x43), STALL);
     assert_eq!(
         translated_write(&p, StreamId(0x43), frame, b"forged, no ATS!"),
         Err(Denied::Aborted {

@@ -7,11 +7,14 @@
 //! the raw queue overflow mechanics) are in `crates/smmuv3/tests` and
 //! `crates/smmuv3-driver/tests`; `docs/security.md` lists both.
 
+mod common;
+
+use common::{AT, RW, STALL, dev, sva_device};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sva_addr::{Pa, Pasid, StreamId, Va};
-use sva_iommu::{Bond, DeviceId, SvaFeatures};
-use sva_mm::{MapFlags, Mm, MmConfig, Prot};
+use sva_iommu::Bond;
+use sva_mm::{MapFlags, Mm, MmConfig};
 use sva_physmem::PhysMemory;
 use sva_platform::{DmaError, Platform, PlatformConfig, TestEndpoint};
 use sva_smmuv3::{EventId, Mmio};
@@ -22,26 +25,12 @@ use sva_smmuv3_spec::event::Event;
 use sva_smmuv3_spec::regs;
 use sva_smmuv3_spec::ste::{L1Std, StrtabBase, StrtabBaseCfg, StrtabFmt};
 
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-const AT: Va = Va(0x4000_0000);
 const SID: StreamId = StreamId(0x10);
-const IOPF: SvaFeatures = SvaFeatures {
-    iopf: true,
-    max_pasid: None,
-};
 /// Faults end the transaction at once (no stall), so every case reports its event id.
 const NO_STALL: DeviceDesc = DeviceDesc {
     fault_path: FaultPath::Pri,
     ats: false,
 };
-const STALL: DeviceDesc = DeviceDesc {
-    fault_path: FaultPath::Stall,
-    ats: false,
-};
-
-fn dev(sid: StreamId) -> DeviceId {
-    DeviceId(sid.raw())
-}
 
 struct Rig {
     p: Platform,
@@ -54,9 +43,8 @@ struct Rig {
 /// [`AT`].
 fn rig(config: PlatformConfig) -> Rig {
     let p = Platform::new(config).unwrap();
-    let ep = p.device(SID, NO_STALL);
+    let ep = sva_device(&p, SID, NO_STALL);
     let sva = p.sva.clone().unwrap();
-    sva.enable_device(dev(SID), IOPF).unwrap();
     let mm = p.system.spawn().unwrap();
     mm.mmap(
         Some(AT),
@@ -187,8 +175,7 @@ fn an_event_queue_flood_overflows_and_stalls_still_complete() {
     });
     let sva = r.p.sva.clone().unwrap();
     let stall_sid = StreamId(0x11);
-    let stall = r.p.device(stall_sid, STALL);
-    sva.enable_device(dev(stall_sid), IOPF).unwrap();
+    let stall = sva_device(&r.p, stall_sid, STALL);
     let other = r.p.system.spawn().unwrap();
     let untouched = other.mmap(None, 4096, RW, MapFlags::PRIVATE).unwrap();
     let sb = sva.bind(dev(stall_sid), &other).unwrap();

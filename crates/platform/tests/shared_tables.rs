@@ -3,31 +3,25 @@
 //! These are the data paths of ARCHITECTURE.md (DMA, invalidation, I/O page faults) below
 //! the SVA core, which will automate what the tests do by hand here.
 
+mod common;
+
+use common::{RW, btm_config};
 use std::sync::Arc;
-use sva_addr::{Pasid, StreamId};
+use sva_addr::{Pasid, StreamId, Va};
 use sva_mm::{AccessKind, MapFlags, Mm, Prot};
-use sva_platform::{DmaError, Message, Platform, PlatformConfig};
-use sva_smmuv3::{EventId, SmmuConfig};
-use sva_smmuv3_driver::{CdConfig, CdTableConfig, ProbeOptions, S1dss, StreamConfig};
+use sva_platform::{DmaError, Message, Platform, PlatformConfig, TestEndpoint};
+use sva_smmuv3::EventId;
+use sva_smmuv3_driver::{CdConfig, CdTableConfig, S1dss, StreamConfig};
 use sva_smmuv3_spec::pri::PriResponse;
 
 const SID: StreamId = StreamId(0x10);
 const PASID: Pasid = Pasid(1);
-const RW: Prot = Prot::READ.union(Prot::WRITE);
 
 fn platform(btm: bool) -> Platform {
     Platform::new(PlatformConfig {
-        smmu: SmmuConfig {
-            btm,
-            ..SmmuConfig::default()
-        },
-        probe: ProbeOptions {
-            btm,
-            ..ProbeOptions::default()
-        },
         // Faults are handled by hand here; the SVA core's tests are in sva_core.rs.
         sva: false,
-        ..PlatformConfig::default()
+        ..btm_config(btm)
     })
     .unwrap()
 }
@@ -55,16 +49,32 @@ fn bind(p: &Platform, mm: &Mm, stall: bool) {
     p.driver.set_cd(SID, PASID, &cd).unwrap();
 }
 
+/// A new process with `len` bytes mapped at `flags` with `prot`, bound to the stream by
+/// hand; returns it, the mapping and the stream's endpoint.
+fn bound_process(
+    p: &Platform,
+    len: u64,
+    prot: Prot,
+    flags: MapFlags,
+    stall: bool,
+) -> (Arc<Mm>, Va, Arc<TestEndpoint>) {
+    let mm = p.system.spawn().unwrap();
+    let va = mm.mmap(None, len, prot, flags).unwrap();
+    bind(p, &mm, stall);
+    (mm, va, p.endpoint(SID))
+}
+
 #[test]
 fn device_and_cpu_see_the_same_memory() {
     let p = platform(true);
-    let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(None, 4 * 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let (mm, va, ep) = bound_process(
+        &p,
+        4 * 4096,
+        RW,
+        MapFlags::PRIVATE | MapFlags::POPULATE,
+        false,
+    );
     mm.write(va + 4090, b"written by the CPU").unwrap();
-    bind(&p, &mm, false);
-    let ep = p.endpoint(SID);
     let got = ep.dma_read(Some(PASID), (va + 4090).raw(), 18).unwrap();
     assert_eq!(&got, b"written by the CPU");
     ep.dma_write(Some(PASID), (va + 3 * 4096).raw(), b"by the device")
@@ -84,12 +94,7 @@ fn device_and_cpu_see_the_same_memory() {
 #[test]
 fn munmap_reaches_the_iotlb_through_btm() {
     let p = platform(true);
-    let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
-    bind(&p, &mm, false);
-    let ep = p.endpoint(SID);
+    let (mm, va, ep) = bound_process(&p, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE, false);
     ep.dma_read(Some(PASID), va.raw(), 8).unwrap(); // fills the IOTLB
     mm.munmap(va, 4096).unwrap();
     // The CPU's broadcast TLBI invalidated the SMMU's entry: no stale access to a freed frame.
@@ -117,12 +122,7 @@ fn munmap_reaches_the_iotlb_through_btm() {
 #[test]
 fn without_btm_the_iotlb_is_stale_until_the_driver_invalidates() {
     let p = platform(false);
-    let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
-    bind(&p, &mm, false);
-    let ep = p.endpoint(SID);
+    let (mm, va, ep) = bound_process(&p, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE, false);
     let before = ep
         .transact(Some(PASID), va.raw(), sva_vmsa::AccessKind::Read, false)
         .unwrap();
@@ -142,17 +142,13 @@ fn without_btm_the_iotlb_is_stale_until_the_driver_invalidates() {
 #[test]
 fn device_accesses_set_the_access_flag_in_the_cpu_tables() {
     let p = platform(true);
-    let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(
-            None,
-            2 * 4096,
-            RW,
-            MapFlags::PRIVATE | MapFlags::POPULATE | MapFlags::NOHUGEPAGE,
-        )
-        .unwrap();
-    bind(&p, &mm, false);
-    let ep = p.endpoint(SID);
+    let (mm, va, ep) = bound_process(
+        &p,
+        2 * 4096,
+        RW,
+        MapFlags::PRIVATE | MapFlags::POPULATE | MapFlags::NOHUGEPAGE,
+        false,
+    );
     assert_eq!(mm.clear_young(va, 2 * 4096).unwrap(), 2);
     // Only the device touches page 1; the SMMU's HTTU sets AF in the shared descriptor.
     ep.dma_read(Some(PASID), (va + 4096).raw(), 4).unwrap();
@@ -164,10 +160,7 @@ fn device_accesses_set_the_access_flag_in_the_cpu_tables() {
 #[test]
 fn page_request_is_served_by_the_cpu_fault_handler() {
     let p = platform(true);
-    let mm = p.system.spawn().unwrap();
-    let va = mm.mmap(None, 4096, RW, MapFlags::PRIVATE).unwrap();
-    bind(&p, &mm, false);
-    let ep = p.endpoint(SID);
+    let (mm, va, ep) = bound_process(&p, 4096, RW, MapFlags::PRIVATE, false);
     // Nothing mapped yet: ATS says "no access", so the device asks with PRI.
     assert!(matches!(
         ep.ats(Some(PASID), va.raw(), true),
@@ -207,10 +200,7 @@ fn page_request_is_served_by_the_cpu_fault_handler() {
 #[test]
 fn stalled_transaction_resumes_after_the_fault_is_fixed() {
     let p = Arc::new(platform(true));
-    let mm = p.system.spawn().unwrap();
-    let va = mm.mmap(None, 4096, RW, MapFlags::PRIVATE).unwrap();
-    bind(&p, &mm, true);
-    let ep = p.endpoint(SID);
+    let (mm, va, ep) = bound_process(&p, 4096, RW, MapFlags::PRIVATE, true);
     let dev = {
         let ep = ep.clone();
         std::thread::spawn(move || ep.dma_write(Some(PASID), va.raw(), b"stalled"))
@@ -239,10 +229,7 @@ fn stalled_transaction_resumes_after_the_fault_is_fixed() {
 #[test]
 fn stall_term_aborts_the_stalled_transaction() {
     let p = Arc::new(platform(true));
-    let mm = p.system.spawn().unwrap();
-    let va = mm.mmap(None, 4096, Prot::READ, MapFlags::PRIVATE).unwrap();
-    bind(&p, &mm, true);
-    let ep = p.endpoint(SID);
+    let (_mm, va, ep) = bound_process(&p, 4096, Prot::READ, MapFlags::PRIVATE, true);
     let dev = {
         let ep = ep.clone();
         std::thread::spawn(move || ep.dma_read(Some(PASID), va.raw(), 4))

@@ -1,54 +1,26 @@
 //! Devices writing as fast as they can while the CPU unmaps under them: no write may land in
 //! a frame after munmap returned (the frame is free by then, and zeroed).
 
+mod common;
+
+use common::{PRI, RW, dev, munmap_rounds_against_device_writes, platform_with_btm, sva_device};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use sva_addr::{StreamId, Va};
-use sva_iommu::{DeviceId, SvaFeatures};
-use sva_mm::{MapFlags, Prot};
-use sva_physmem::PhysMemory;
+use sva_iommu::DeviceId;
+use sva_mm::MapFlags;
 use sva_platform::{Platform, PlatformConfig};
-use sva_smmuv3::SmmuConfig;
-use sva_smmuv3_driver::{DeviceDesc, FaultPath, ProbeOptions};
 
 fn run(btm: bool) {
-    let p = Arc::new(
-        Platform::new(PlatformConfig {
-            smmu: SmmuConfig {
-                btm,
-                ..SmmuConfig::default()
-            },
-            probe: ProbeOptions {
-                btm,
-                ..ProbeOptions::default()
-            },
-            irq_thread: true,
-            ..PlatformConfig::default()
-        })
-        .unwrap(),
-    );
+    let p = Arc::new(platform_with_btm(btm));
     let sva = p.sva.clone().unwrap();
     let sid = StreamId(3);
-    let ep = p.device(
-        sid,
-        DeviceDesc {
-            fault_path: FaultPath::Pri,
-            ats: true,
-        },
-    );
-    sva.enable_device(
-        DeviceId(3),
-        SvaFeatures {
-            iopf: true,
-            max_pasid: None,
-        },
-    )
-    .unwrap();
+    let ep = sva_device(&p, sid, PRI);
     let mm = p.system.spawn().unwrap();
-    let bond = sva.bind(DeviceId(3), &mm).unwrap();
+    let bond = sva.bind(dev(sid), &mm).unwrap();
     let at = Va(0x40_0000_0000);
     let stop = Arc::new(AtomicBool::new(false));
-    let writes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writes = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..2)
         .map(|_| {
             let (ep, stop, writes) = (ep.clone(), stop.clone(), writes.clone());
@@ -64,38 +36,7 @@ fn run(btm: bool) {
             })
         })
         .collect();
-    let mut checked = 0;
-    // 300 rounds at least, and on (on a busy machine) until the devices got through.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut round = 0;
-    while round < 300 || writes.load(Ordering::Relaxed) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the devices never got through"
-        );
-        round += 1;
-        mm.mmap(
-            Some(at),
-            4096,
-            Prot::READ | Prot::WRITE,
-            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::POPULATE,
-        )
-        .unwrap();
-        let frame = mm.translate(at, sva_mm::AccessKind::Read).unwrap().unwrap();
-        std::thread::yield_now();
-        mm.munmap(at, 4096).unwrap();
-        // The frame is free and was zeroed; nothing the devices do may show up in it.
-        std::thread::yield_now();
-        let mut b = [0u8; 512];
-        p.ram.read(frame, &mut b).unwrap();
-        if p.ram.refcount(frame).is_err() {
-            assert!(
-                b.iter().all(|&x| x == 0),
-                "a device wrote into a freed frame"
-            );
-            checked += 1;
-        }
-    }
+    let checked = munmap_rounds_against_device_writes(&p, &mm, at, 512, &writes, |_| {});
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
@@ -129,24 +70,7 @@ fn bind_fault_invalidate_exit_race() {
     );
     let sva = p.sva.clone().unwrap();
     let devs: Vec<_> = (0..2u32)
-        .map(|i| {
-            let ep = p.device(
-                StreamId(0x10 + i),
-                DeviceDesc {
-                    fault_path: FaultPath::Pri,
-                    ats: true,
-                },
-            );
-            sva.enable_device(
-                DeviceId(0x10 + i),
-                SvaFeatures {
-                    iopf: true,
-                    max_pasid: None,
-                },
-            )
-            .unwrap();
-            ep
-        })
+        .map(|i| sva_device(&p, StreamId(0x10 + i), PRI))
         .collect();
     // Stream tables and the first CD leaf table of each device stay with the driver; a
     // first bind allocates the leaves. After that, everything a process adds must go again.
@@ -161,12 +85,7 @@ fn bind_fault_invalidate_exit_race() {
         let mm = p.system.spawn().unwrap();
         let len = 64 * 4096;
         let va = mm
-            .mmap(
-                None,
-                len,
-                Prot::READ | Prot::WRITE,
-                MapFlags::PRIVATE | MapFlags::NOHUGEPAGE,
-            )
+            .mmap(None, len, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
             .unwrap();
         let bonds: Vec<_> = (0..2u32)
             .map(|i| sva.bind(DeviceId(0x10 + i), &mm).unwrap())
@@ -214,12 +133,7 @@ fn bind_fault_invalidate_exit_race() {
                 while !stop.load(Ordering::Relaxed) {
                     let at = va + (i % 64) * 4096;
                     let _ = mm.munmap(at, 4096);
-                    let _ = mm.mmap(
-                        Some(at),
-                        4096,
-                        Prot::READ | Prot::WRITE,
-                        MapFlags::PRIVATE | MapFlags::FIXED,
-                    );
+                    let _ = mm.mmap(Some(at), 4096, RW, MapFlags::PRIVATE | MapFlags::FIXED);
                     i += 1;
                 }
             })

@@ -3,25 +3,20 @@
 //! into a page that becomes copy-on-write, and reclaim and migration against device
 //! access. Each checks an invariant that a missing invalidation would break.
 
+mod common;
+
+use common::{munmap_rounds_against_device_writes, platform_with_irq_thread, populated_page};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use sva_addr::{StreamId, Va};
 use sva_iommu::DeviceId;
-use sva_mm::{AccessKind, MapFlags, Mm, Prot};
+use sva_mm::Mm;
 use sva_pcie::{Capabilities, Dma, DmaCtx, PciFunction};
-use sva_physmem::PhysMemory;
-use sva_platform::{Platform, PlatformConfig};
+use sva_platform::Platform;
 
-const RW: Prot = Prot::READ.union(Prot::WRITE);
-
+/// A platform with the interrupt thread, shared with the device threads.
 fn platform() -> Arc<Platform> {
-    Arc::new(
-        Platform::new(PlatformConfig {
-            irq_thread: true,
-            ..PlatformConfig::default()
-        })
-        .unwrap(),
-    )
+    Arc::new(platform_with_irq_thread())
 }
 
 /// Two functions bound to one process; returns them with the PASID.
@@ -63,41 +58,12 @@ fn munmap_against_in_flight_dma_and_atc_fills() {
             })
         })
         .collect();
-    let mut checked = 0;
-    // 300 rounds at least, and on (on a busy machine) until the devices got through.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut round = 0;
-    while round < 300 || writes.load(Ordering::Relaxed) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the devices never got through"
-        );
-        round += 1;
-        mm.mmap(
-            Some(at),
-            4096,
-            RW,
-            MapFlags::PRIVATE | MapFlags::FIXED | MapFlags::POPULATE,
-        )
-        .unwrap();
-        let frame = mm.translate(at, AccessKind::Read).unwrap().unwrap();
-        std::thread::yield_now();
-        mm.munmap(at, 4096).unwrap();
+    let checked = munmap_rounds_against_device_writes(&p, &mm, at, 256, &writes, |frame| {
         assert!(
             fs.iter().all(|f| !f.atc().maps_frame(frame, 4096)),
             "stale ATC entry"
         );
-        std::thread::yield_now();
-        let mut b = [0u8; 256];
-        p.ram.read(frame, &mut b).unwrap();
-        if p.ram.refcount(frame).is_err() {
-            assert!(
-                b.iter().all(|&x| x == 0),
-                "a device wrote into a freed frame"
-            );
-            checked += 1;
-        }
-    }
+    });
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().unwrap();
@@ -113,9 +79,7 @@ fn fork_against_dma_into_a_page_that_becomes_copy_on_write() {
     let p = platform();
     let parent = p.system.spawn().unwrap();
     let (fs, ctx) = bound(&p, &parent);
-    let at = parent
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let at = populated_page(&parent);
     let stop = Arc::new(AtomicBool::new(false));
     let last = Arc::new(AtomicU64::new(0));
     let writer = {
@@ -171,9 +135,7 @@ fn reclaim_and_migration_against_device_access() {
     let p = platform();
     let mm = p.system.spawn().unwrap();
     let (fs, ctx) = bound(&p, &mm);
-    let at = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let at = populated_page(&mm);
     let stop = Arc::new(AtomicBool::new(false));
     let last = Arc::new(AtomicU64::new(0));
     let trips = Arc::new(AtomicU64::new(0));

@@ -2,50 +2,21 @@
 //! addresses, I/O page faults through PRI and stall served by the process's fault handler,
 //! invalidation through the notifier (with and without BTM, with ATC), and exit.
 
+mod common;
+
+use common::{
+    IOPF, PRI, RW, STALL, bind_each, dev, platform_with_btm, populated_page, populated_page_with,
+    raw_pasids, sva_device,
+};
 use std::sync::{Arc, Mutex};
 use sva_addr::{Pasid, StreamId, Va};
 use sva_iommu::{Bond, DeviceId, Error, SvaFeatures};
 use sva_mm::{MapFlags, MmConfig, Prot};
 use sva_platform::{DmaError, Message, Platform, PlatformConfig};
 use sva_smmuv3::SmmuConfig;
-use sva_smmuv3_driver::{DeviceDesc, FaultPath, ProbeOptions};
 
-const RW: Prot = Prot::READ.union(Prot::WRITE);
 const PRI_DEV: StreamId = StreamId(0x100);
 const STALL_DEV: StreamId = StreamId(0x200);
-
-fn dev(sid: StreamId) -> DeviceId {
-    DeviceId(sid.raw())
-}
-
-fn platform(btm: bool) -> Platform {
-    Platform::new(PlatformConfig {
-        smmu: SmmuConfig {
-            btm,
-            ..SmmuConfig::default()
-        },
-        probe: ProbeOptions {
-            btm,
-            ..ProbeOptions::default()
-        },
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap()
-}
-
-const PRI: DeviceDesc = DeviceDesc {
-    fault_path: FaultPath::Pri,
-    ats: true,
-};
-const STALL: DeviceDesc = DeviceDesc {
-    fault_path: FaultPath::Stall,
-    ats: false,
-};
-const IOPF: SvaFeatures = SvaFeatures {
-    iopf: true,
-    max_pasid: None,
-};
 
 /// Retries a PRI device's DMA the way a PCIe function does: ATS first; on "no access" a
 /// page request, wait for the response, then retry.
@@ -95,12 +66,10 @@ fn wait_response(ep: &sva_platform::TestEndpoint, group: u16) -> sva_smmuv3::Pri
 
 #[test]
 fn one_pasid_per_address_space_and_refcounted_bonds() {
-    let p = platform(true);
+    let p = platform_with_btm(true);
     let sva = p.sva.clone().unwrap();
-    let _a = p.device(PRI_DEV, PRI);
-    let _b = p.device(STALL_DEV, STALL);
-    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
-    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let _a = sva_device(&p, PRI_DEV, PRI);
+    let _b = sva_device(&p, STALL_DEV, STALL);
     let mm = p.system.spawn().unwrap();
     let other = p.system.spawn().unwrap();
     let b1 = sva.bind(dev(PRI_DEV), &mm).unwrap();
@@ -170,14 +139,8 @@ fn enablement_and_bind_errors_are_specific() {
     ));
     // Three address spaces take PASIDs 1..3; a fourth is above this device's maximum.
     let mms: Vec<_> = (0..3).map(|_| p.system.spawn().unwrap()).collect();
-    let bonds: Vec<Bond> = mms
-        .iter()
-        .map(|m| sva.bind(dev(PRI_DEV), m).unwrap())
-        .collect();
-    assert_eq!(
-        bonds.iter().map(|b| b.pasid.raw()).collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
+    let bonds = bind_each(&sva, PRI_DEV, &mms);
+    assert_eq!(raw_pasids(&bonds), [1, 2, 3]);
     assert!(matches!(
         sva.bind(dev(PRI_DEV), &mm),
         Err(Error::PasidsExhausted { .. })
@@ -228,8 +191,7 @@ fn incompatible_address_space_is_refused() {
     })
     .unwrap();
     let sva = p.sva.clone().unwrap();
-    let _d = p.device(STALL_DEV, STALL);
-    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let _d = sva_device(&p, STALL_DEV, STALL);
     let mm = p.system.spawn().unwrap();
     assert!(matches!(
         sva.bind(dev(STALL_DEV), &mm),
@@ -242,12 +204,10 @@ fn incompatible_address_space_is_refused() {
 
 #[test]
 fn untouched_buffers_fault_in_through_pri_and_stall() {
-    let p = platform(true);
+    let p = platform_with_btm(true);
     let sva = p.sva.clone().unwrap();
-    let pri = p.device(PRI_DEV, PRI);
-    let stall = p.device(STALL_DEV, STALL);
-    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
-    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let pri = sva_device(&p, PRI_DEV, PRI);
+    let stall = sva_device(&p, STALL_DEV, STALL);
     let mm = p.system.spawn().unwrap();
     let buf = mm
         .mmap(None, 64 << 10, RW, MapFlags::PRIVATE | MapFlags::NOHUGEPAGE)
@@ -266,14 +226,7 @@ fn untouched_buffers_fault_in_through_pri_and_stall() {
     let s = sva.iopf_stats();
     assert!(s.success >= 2 && s.invalid == 0, "{s:?}");
     // A write to a read-only mapping is refused: Invalid for PRI, abort for the stall.
-    let ro = mm
-        .mmap(
-            None,
-            4096,
-            Prot::READ,
-            MapFlags::PRIVATE | MapFlags::POPULATE,
-        )
-        .unwrap();
+    let ro = populated_page_with(&mm, Prot::READ);
     assert!(
         pri_dma_write(&pri, b1.pasid, ro, b"x")
             .unwrap_err()
@@ -290,14 +243,11 @@ fn untouched_buffers_fault_in_through_pri_and_stall() {
 
 #[test]
 fn cpu_unmap_invalidates_iotlb_and_atc_without_btm() {
-    let p = platform(false);
+    let p = platform_with_btm(false);
     let sva = p.sva.clone().unwrap();
-    let ep = p.device(PRI_DEV, PRI);
-    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    let ep = sva_device(&p, PRI_DEV, PRI);
     let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let va = populated_page(&mm);
     let bond = sva.bind(dev(PRI_DEV), &mm).unwrap();
     ep.dma_read(Some(bond.pasid), va.raw(), 4).unwrap(); // IOTLB filled
     let _ = ep.take_messages();
@@ -322,10 +272,9 @@ fn cpu_unmap_invalidates_iotlb_and_atc_without_btm() {
 
 #[test]
 fn exit_quiets_the_context_and_the_pasid_waits_for_unbind() {
-    let p = platform(true);
+    let p = platform_with_btm(true);
     let sva = p.sva.clone().unwrap();
-    let ep = p.device(STALL_DEV, STALL);
-    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let ep = sva_device(&p, STALL_DEV, STALL);
     let exited: Arc<Mutex<Vec<(DeviceId, Pasid)>>> = Arc::default();
     let log = exited.clone();
     sva.set_exit_handler(
@@ -333,9 +282,7 @@ fn exit_quiets_the_context_and_the_pasid_waits_for_unbind() {
         Arc::new(move |d, pasid| log.lock().unwrap().push((d, pasid))),
     );
     let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let va = populated_page(&mm);
     let bond = sva.bind(dev(STALL_DEV), &mm).unwrap();
     ep.dma_read(Some(bond.pasid), va.raw(), 4).unwrap();
     p.system.exit(mm.pid()).unwrap();
@@ -361,14 +308,11 @@ fn exit_quiets_the_context_and_the_pasid_waits_for_unbind() {
 
 #[test]
 fn munmap_while_bound_leaves_nothing_stale_and_the_frame_is_reused() {
-    let p = platform(true);
+    let p = platform_with_btm(true);
     let sva = p.sva.clone().unwrap();
-    let ep = p.device(PRI_DEV, PRI);
-    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    let ep = sva_device(&p, PRI_DEV, PRI);
     let mm = p.system.spawn().unwrap();
-    let va = mm
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let va = populated_page(&mm);
     mm.write(va, b"old data").unwrap();
     let bond = sva.bind(dev(PRI_DEV), &mm).unwrap();
     let old = ep
@@ -418,10 +362,9 @@ fn munmap_while_bound_leaves_nothing_stale_and_the_frame_is_reused() {
 
 #[test]
 fn exit_with_dma_in_flight_neither_hangs_nor_touches_freed_frames() {
-    let p = Arc::new(platform(true));
+    let p = Arc::new(platform_with_btm(true));
     let sva = p.sva.clone().unwrap();
-    let ep = p.device(STALL_DEV, STALL);
-    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let ep = sva_device(&p, STALL_DEV, STALL);
     let mm = p.system.spawn().unwrap();
     let len = 256 * 4096;
     let va = mm
@@ -455,10 +398,9 @@ fn exit_with_dma_in_flight_neither_hangs_nor_touches_freed_frames() {
 
 #[test]
 fn unbind_answers_complete_groups_and_drops_partial_ones() {
-    let p = platform(true);
+    let p = platform_with_btm(true);
     let sva = p.sva.clone().unwrap();
-    let ep = p.device(PRI_DEV, PRI);
-    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    let ep = sva_device(&p, PRI_DEV, PRI);
     let mm = p.system.spawn().unwrap();
     let va = mm
         .mmap(
@@ -504,14 +446,11 @@ fn unbind_answers_complete_groups_and_drops_partial_ones() {
 
 #[test]
 fn a_forked_child_is_not_bound() {
-    let p = platform(true);
+    let p = platform_with_btm(true);
     let sva = p.sva.clone().unwrap();
-    let ep = p.device(STALL_DEV, STALL);
-    sva.enable_device(dev(STALL_DEV), IOPF).unwrap();
+    let ep = sva_device(&p, STALL_DEV, STALL);
     let parent = p.system.spawn().unwrap();
-    let va = parent
-        .mmap(None, 4096, RW, MapFlags::PRIVATE | MapFlags::POPULATE)
-        .unwrap();
+    let va = populated_page(&parent);
     parent.write(va, b"parent").unwrap();
     let bond = sva.bind(dev(STALL_DEV), &parent).unwrap();
     let child = p.system.fork(parent.pid()).unwrap();
@@ -546,10 +485,9 @@ fn a_forked_child_is_not_bound() {
 
 #[test]
 fn the_core_counts_binds_unbinds_and_pasids() {
-    let p = platform(false);
+    let p = platform_with_btm(false);
     let sva = p.sva.clone().unwrap();
-    p.device(PRI_DEV, PRI);
-    sva.enable_device(dev(PRI_DEV), IOPF).unwrap();
+    sva_device(&p, PRI_DEV, PRI);
     let a = p.system.spawn().unwrap();
     let b = p.system.spawn().unwrap();
     let ba = sva.bind(dev(PRI_DEV), &a).unwrap();

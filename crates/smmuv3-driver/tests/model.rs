@@ -45,12 +45,88 @@ fn rig(cfg: SmmuConfig, opts: ProbeOptions) -> Rig {
     Rig { ram, smmu, drv }
 }
 
+/// A rig on the default SMMU, probed with the default options.
+fn default_rig() -> Rig {
+    rig(SmmuConfig::default(), ProbeOptions::default())
+}
+
 fn page_table(ram: &Ram) -> PageTable {
     PageTable::new(ram, TableConfig::new(Granule::Size4K, 48, 48).unwrap()).unwrap()
 }
 
 fn user_attrs() -> Attributes {
     Attributes::AF | Attributes::SH_INNER | Attributes::AP_EL0 | Attributes::NG
+}
+
+/// Maps `len` bytes at `va` to `pa` in `pt` for user access.
+fn map_user(ram: &Ram, pt: &PageTable, va: Va, pa: Pa, len: u64) {
+    pt.map(ram, va, pa, len, user_attrs(), true, &NoTlb)
+        .unwrap();
+}
+
+/// A 4 KiB-granule page table with `len` bytes at `va` mapped to `pa` for user access.
+fn page_table_mapping(ram: &Ram, va: Va, pa: Pa, len: u64) -> PageTable {
+    let pt = page_table(ram);
+    map_user(ram, &pt, va, pa, len);
+    pt
+}
+
+/// Attaches `sid` for stage 1 through `cd_table` and sets the CD at `pasid`: `pt` with
+/// `asid`.
+fn attach_s1_cd(
+    r: &Rig,
+    sid: StreamId,
+    cd_table: CdTableConfig,
+    pasid: u32,
+    pt: &PageTable,
+    asid: u16,
+) {
+    r.drv.attach(sid, StreamConfig::s1(cd_table)).unwrap();
+    r.drv
+        .set_cd(sid, Pasid(pasid), &CdConfig::new(pt.root(), Asid(asid)))
+        .unwrap();
+}
+
+/// A recording endpoint attached to the SMMU at `sid`.
+fn endpoint(r: &Rig, sid: StreamId) -> Arc<Ep> {
+    let ep = Arc::new(Ep::default());
+    r.smmu.attach_endpoint(sid, &ep);
+    ep
+}
+
+/// Attaches `sid` for stage 1 with stalls allowed (linear CD table of 16, no ATS) and sets
+/// a stalling CD at `pasid` with `asid` over an empty page table.
+fn attach_stalling_cd(r: &Rig, sid: StreamId, pasid: u32, asid: u16) {
+    let pt = page_table(&r.ram);
+    r.drv
+        .attach(
+            sid,
+            StreamConfig::S1 {
+                cd_table: CdTableConfig::linear(4),
+                s1dss: S1dss::Terminate,
+                stall_disable: false,
+                ats: false,
+            },
+        )
+        .unwrap();
+    let mut cfg = CdConfig::new(pt.root(), Asid(asid));
+    cfg.stall = true;
+    r.drv.set_cd(sid, Pasid(pasid), &cfg).unwrap();
+}
+
+/// A read-only page request that is the last of its group.
+fn last_read_request(sid: StreamId, ssid: Option<Pasid>, addr: Va, prg_index: u16) -> PageRequest {
+    PageRequest {
+        stream_id: sid,
+        substream_id: ssid,
+        addr,
+        prg_index,
+        last: true,
+        read: true,
+        write: false,
+        exec: false,
+        privileged: false,
+    }
 }
 
 fn read(sid: u32, ssid: Option<u32>, addr: u64) -> Transaction {
@@ -92,7 +168,7 @@ impl Endpoint for Ep {
 
 #[test]
 fn probe_with_all_features() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     let f = r.drv.features();
     assert!(f.ats && f.pri && f.stall && f.ha && f.hd && f.range_inv && f.btm);
     assert!(f.two_level_strtab && f.two_level_cd);
@@ -170,17 +246,7 @@ fn probe_with_features_off_and_translate() {
         r.smmu.translate(&read(3, None, 0x1234)),
         TranslateOutcome::Bypassed { pa: Pa(0x1234) }
     );
-    let pt = page_table(&r.ram);
-    pt.map(
-        &r.ram,
-        Va(0x40_0000),
-        Pa(0x900_0000),
-        0x4000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    let pt = page_table_mapping(&r.ram, Va(0x40_0000), Pa(0x900_0000), 0x4000);
     r.drv
         .attach(StreamId(3), StreamConfig::s1(CdTableConfig::linear(8)))
         .unwrap();
@@ -203,25 +269,10 @@ fn probe_with_features_off_and_translate() {
 
 #[test]
 fn unmap_then_tlbi_va_faults_and_event_is_delivered() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let pt = page_table(&r.ram);
-    pt.map(
-        &r.ram,
-        Va(0x7000_0000),
-        Pa(0x1234_5000),
-        0x2000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    let r = default_rig();
+    let pt = page_table_mapping(&r.ram, Va(0x7000_0000), Pa(0x1234_5000), 0x2000);
     let sid = StreamId(0x1234);
-    r.drv
-        .attach(sid, StreamConfig::s1(CdTableConfig::two_level(16)))
-        .unwrap();
-    r.drv
-        .set_cd(sid, Pasid(42), &CdConfig::new(pt.root(), Asid(77)))
-        .unwrap();
+    attach_s1_cd(&r, sid, CdTableConfig::two_level(16), 42, &pt, 77);
     let t = read(sid.0, Some(42), 0x7000_0abc);
     assert_eq!(translated_pa(r.smmu.translate(&t)), Some(Pa(0x1234_5abc)));
 
@@ -265,7 +316,7 @@ fn unmap_then_tlbi_va_faults_and_event_is_delivered() {
 
 #[test]
 fn illegal_command_is_recovered() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     // Opcode 0xFF is not a command.
     let err = r.drv.submit_raw([0xFF, 0]).unwrap_err();
     assert_eq!(err, Error::IllegalCommand { words: [0xFF, 0] });
@@ -286,18 +337,8 @@ fn illegal_command_is_recovered() {
 
 #[test]
 fn two_level_cd_table_with_2_20_ssids() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let pt = page_table(&r.ram);
-    pt.map(
-        &r.ram,
-        Va(0x1000_0000),
-        Pa(0x2000_0000),
-        0x1000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    let r = default_rig();
+    let pt = page_table_mapping(&r.ram, Va(0x1000_0000), Pa(0x2000_0000), 0x1000);
     let sid = StreamId(0xBEEF);
     r.drv
         .attach(
@@ -367,10 +408,9 @@ fn two_level_cd_table_with_2_20_ssids() {
 
 #[test]
 fn pri_request_to_response() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let ep = Arc::new(Ep::default());
+    let r = default_rig();
     let sid = StreamId(0x20);
-    r.smmu.attach_endpoint(sid, &ep);
+    let ep = endpoint(&r, sid);
     let pt = page_table(&r.ram);
     r.drv
         .attach(
@@ -420,25 +460,10 @@ fn pri_request_to_response() {
 
 #[test]
 fn stall_and_resume() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let ep = Arc::new(Ep::default());
+    let r = default_rig();
     let sid = StreamId(0x30);
-    r.smmu.attach_endpoint(sid, &ep);
-    let pt = page_table(&r.ram);
-    r.drv
-        .attach(
-            sid,
-            StreamConfig::S1 {
-                cd_table: CdTableConfig::linear(4),
-                s1dss: S1dss::Terminate,
-                stall_disable: false,
-                ats: false,
-            },
-        )
-        .unwrap();
-    let mut cfg = CdConfig::new(pt.root(), Asid(30));
-    cfg.stall = true;
-    r.drv.set_cd(sid, Pasid(1), &cfg).unwrap();
+    let ep = endpoint(&r, sid);
+    attach_stalling_cd(&r, sid, 1, 30);
     let out = r.smmu.translate(&read(sid.0, Some(1), 0x6000_0000));
     let TranslateOutcome::Stalled { stag } = out else {
         panic!("expected a stall, got {out:?}");
@@ -456,18 +481,8 @@ fn stall_and_resume() {
 
 #[test]
 fn ste_transitions_keep_working() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let pt = page_table(&r.ram);
-    pt.map(
-        &r.ram,
-        Va(0x1000),
-        Pa(0x3000_0000),
-        0x1000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    let r = default_rig();
+    let pt = page_table_mapping(&r.ram, Va(0x1000), Pa(0x3000_0000), 0x1000);
     let sid = StreamId(7);
     let t0 = read(7, None, 0x1000);
     for _ in 0..3 {
@@ -535,12 +550,7 @@ fn event_queue_overflow_is_acknowledged() {
     let r = rig_unwired(SmmuConfig::default(), opts);
     let pt = page_table(&r.ram);
     let sid = StreamId(2);
-    r.drv
-        .attach(sid, StreamConfig::s1(CdTableConfig::linear(4)))
-        .unwrap();
-    r.drv
-        .set_cd(sid, Pasid(1), &CdConfig::new(pt.root(), Asid(2)))
-        .unwrap();
+    attach_s1_cd(&r, sid, CdTableConfig::linear(4), 1, &pt, 2);
     // Ten faults into a 4-entry queue nobody drains.
     for i in 0..10u64 {
         let _ = r.smmu.translate(&read(2, Some(1), 0x10_0000 + (i << 12)));
@@ -581,34 +591,17 @@ fn range_and_per_page_invalidation_hit_the_iotlb() {
         let pt = page_table(&r.ram);
         let base = 0x4000_0000u64;
         let pages = 37u64;
-        pt.map(
-            &r.ram,
-            Va(base),
-            Pa(0x800_0000),
-            pages << 12,
-            user_attrs(),
-            true,
-            &NoTlb,
-        )
-        .unwrap();
+        map_user(&r.ram, &pt, Va(base), Pa(0x800_0000), pages << 12);
         let sid = StreamId(0x99);
-        r.drv
-            .attach(sid, StreamConfig::s1(CdTableConfig::linear(1)))
-            .unwrap();
-        r.drv
-            .set_cd(sid, Pasid(1), &CdConfig::new(pt.root(), Asid(0x99)))
-            .unwrap();
+        attach_s1_cd(&r, sid, CdTableConfig::linear(1), 1, &pt, 0x99);
         // One page beyond the range stays mapped.
-        pt.map(
+        map_user(
             &r.ram,
+            &pt,
             Va(base + (pages << 12)),
             Pa(0x900_0000),
             0x1000,
-            user_attrs(),
-            true,
-            &NoTlb,
-        )
-        .unwrap();
+        );
         for i in 0..=pages {
             assert!(
                 translated_pa(r.smmu.translate(&read(0x99, Some(1), base + (i << 12)))).is_some()
@@ -640,7 +633,7 @@ fn range_and_per_page_invalidation_hit_the_iotlb() {
 
 #[test]
 fn batch_shares_one_sync() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     let before = r.drv.stats().syncs;
     let mut b = r.drv.batch();
     b.tlbi_asid(Asid(1))
@@ -653,7 +646,7 @@ fn batch_shares_one_sync() {
 
 #[test]
 fn hitless_updates_use_fewer_syncs() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     let pt = page_table(&r.ram);
     let sid = StreamId(0x40);
     let s1 = |s1dss| StreamConfig::S1 {
@@ -703,25 +696,10 @@ fn hitless_updates_use_fewer_syncs() {
 
 #[test]
 fn single_cd_stream_without_substreams() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let pt = page_table(&r.ram);
-    pt.map(
-        &r.ram,
-        Va(0x2000),
-        Pa(0x5000_0000),
-        0x1000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    let r = default_rig();
+    let pt = page_table_mapping(&r.ram, Va(0x2000), Pa(0x5000_0000), 0x1000);
     let sid = StreamId(0x41);
-    r.drv
-        .attach(sid, StreamConfig::s1(CdTableConfig::linear(0)))
-        .unwrap();
-    r.drv
-        .set_cd(sid, Pasid(0), &CdConfig::new(pt.root(), Asid(3)))
-        .unwrap();
+    attach_s1_cd(&r, sid, CdTableConfig::linear(0), 0, &pt, 3);
     assert_eq!(
         translated_pa(r.smmu.translate(&read(0x41, None, 0x2008))),
         Some(Pa(0x5000_0008))
@@ -735,7 +713,7 @@ fn single_cd_stream_without_substreams() {
 
 #[test]
 fn httu_sets_access_flag() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     let pt = page_table(&r.ram);
     // No AF in the leaf: without HA this is an Access flag fault.
     let attrs = Attributes::SH_INNER | Attributes::AP_EL0 | Attributes::NG;
@@ -750,12 +728,7 @@ fn httu_sets_access_flag() {
     )
     .unwrap();
     let sid = StreamId(0x42);
-    r.drv
-        .attach(sid, StreamConfig::s1(CdTableConfig::linear(2)))
-        .unwrap();
-    r.drv
-        .set_cd(sid, Pasid(1), &CdConfig::new(pt.root(), Asid(4)))
-        .unwrap();
+    attach_s1_cd(&r, sid, CdTableConfig::linear(2), 1, &pt, 4);
     let out = r.smmu.translate(&read(0x42, Some(1), 0x3000));
     assert_eq!(
         out,
@@ -798,18 +771,8 @@ fn illegal_command_recovered_in_msi_mode_with_tiny_queue() {
 
 #[test]
 fn concurrent_submitters() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let pt = page_table(&r.ram);
-    pt.map(
-        &r.ram,
-        Va(0x1000),
-        Pa(0x7000_0000),
-        0x1000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    let r = default_rig();
+    let pt = page_table_mapping(&r.ram, Va(0x1000), Pa(0x7000_0000), 0x1000);
     r.drv
         .attach(StreamId(9), StreamConfig::s1(CdTableConfig::linear(4)))
         .unwrap();
@@ -848,21 +811,15 @@ fn priq_overflow_is_counted() {
     };
     let r = rig_unwired(SmmuConfig::default(), opts);
     assert_eq!(r.drv.features().priq_log2, 1);
-    let ep = Arc::new(Ep::default());
     let sid = StreamId(0x21);
-    r.smmu.attach_endpoint(sid, &ep);
+    let _ep = endpoint(&r, sid);
     for prg in 0..4u16 {
-        r.smmu.page_request(&PageRequest {
-            stream_id: sid,
-            substream_id: Some(Pasid(1)),
-            addr: Va(0x1000 * u64::from(prg)),
-            prg_index: prg,
-            last: true,
-            read: true,
-            write: false,
-            exec: false,
-            privileged: false,
-        });
+        r.smmu.page_request(&last_read_request(
+            sid,
+            Some(Pasid(1)),
+            Va(0x1000 * u64::from(prg)),
+            prg,
+        ));
     }
     r.drv.handle_irq(IrqLine::PriQueue);
     let prs = r.drv.drain_page_requests();
@@ -876,17 +833,8 @@ fn priq_overflow_is_counted() {
             .unwrap();
     }
     // After the acknowledgement new requests are queued again.
-    r.smmu.page_request(&PageRequest {
-        stream_id: sid,
-        substream_id: None,
-        addr: Va(0x9000),
-        prg_index: 9,
-        last: true,
-        read: true,
-        write: false,
-        exec: false,
-        privileged: false,
-    });
+    r.smmu
+        .page_request(&last_read_request(sid, None, Va(0x9000), 9));
     r.drv.handle_irq(IrqLine::PriQueue);
     assert_eq!(r.drv.drain_page_requests().len(), 1);
     assert_eq!(r.drv.stats().priq_overflows, 1);
@@ -894,25 +842,10 @@ fn priq_overflow_is_counted() {
 
 #[test]
 fn stall_term_and_disable() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let ep = Arc::new(Ep::default());
+    let r = default_rig();
     let sid = StreamId(0x31);
-    r.smmu.attach_endpoint(sid, &ep);
-    let pt = page_table(&r.ram);
-    r.drv
-        .attach(
-            sid,
-            StreamConfig::S1 {
-                cd_table: CdTableConfig::linear(4),
-                s1dss: S1dss::Terminate,
-                stall_disable: false,
-                ats: false,
-            },
-        )
-        .unwrap();
-    let mut cfg = CdConfig::new(pt.root(), Asid(31));
-    cfg.stall = true;
-    r.drv.set_cd(sid, Pasid(2), &cfg).unwrap();
+    let ep = endpoint(&r, sid);
+    attach_stalling_cd(&r, sid, 2, 31);
     let mut stags = Vec::new();
     for i in 0..2u64 {
         match r
@@ -941,18 +874,8 @@ fn stall_term_and_disable() {
 #[test]
 fn ats_follows_ste_eats() {
     use sva_smmuv3::{AtsCompletion, AtsRequest};
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
-    let pt = page_table(&r.ram);
-    pt.map(
-        &r.ram,
-        Va(0x8000),
-        Pa(0x4400_0000),
-        0x1000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    let r = default_rig();
+    let pt = page_table_mapping(&r.ram, Va(0x8000), Pa(0x4400_0000), 0x1000);
     let req = |sid: u32| AtsRequest {
         sid: StreamId(sid),
         ssid: Some(Pasid(1)),
@@ -993,18 +916,9 @@ fn ats_follows_ste_eats() {
 
 #[test]
 fn granule_64k_context_and_range_invalidation() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     let pt = PageTable::new(&r.ram, TableConfig::new(Granule::Size64K, 48, 48).unwrap()).unwrap();
-    pt.map(
-        &r.ram,
-        Va(0x100_0000),
-        Pa(0x5000_0000),
-        0x3_0000,
-        user_attrs(),
-        true,
-        &NoTlb,
-    )
-    .unwrap();
+    map_user(&r.ram, &pt, Va(0x100_0000), Pa(0x5000_0000), 0x3_0000);
     let sid = StreamId(0x60);
     r.drv
         .attach(sid, StreamConfig::s1(CdTableConfig::linear(2)))
@@ -1045,7 +959,7 @@ fn granule_64k_context_and_range_invalidation() {
 
 #[test]
 fn gerror_interrupts_racing_submitters() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     std::thread::scope(|s| {
         let drv = r.drv.clone();
@@ -1068,7 +982,7 @@ fn gerror_interrupts_racing_submitters() {
 
 #[test]
 fn stalling_cd_needs_a_stalling_stream() {
-    let r = rig(SmmuConfig::default(), ProbeOptions::default());
+    let r = default_rig();
     let pt = page_table(&r.ram);
     let sid = StreamId(0x70);
     r.drv

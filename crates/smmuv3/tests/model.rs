@@ -421,14 +421,7 @@ fn every_configuration_and_translation_event() {
         );
     }
     // ATS request on a stream without ATS; Translated traffic with ATSCHK.
-    let req = AtsRequest {
-        sid: StreamId(10),
-        ssid: None,
-        addr: 0x1000,
-        no_write: false,
-        exec: false,
-        privileged: false,
-    };
+    let req = ats_req(10, 0x1000);
     assert_eq!(
         r.smmu.ats_translate(&req),
         AtsCompletion::UnsupportedRequest
@@ -813,21 +806,11 @@ fn httu_sets_access_flag_and_dirty_state() {
 // ---------------------------------------------------------------------------------------
 // Stall, PRI, ATS
 
-fn stall_stream(r: &Rig, sid: u32) -> sva_vmsa::PageTable {
-    let pt = r.table();
-    let cd_at = r.alloc(0x1000);
-    let c = cd(pt.root().raw(), 4);
-    r.write_cd(cd_at, &c.with_word0(c.word0().with_s(true)));
-    r.write_ste(sid, &s1_ste(cd_at, 0, S1Fmt::Linear, S1Dss::Terminate));
-    pt
-}
-
 #[test]
 fn stall_then_resume_retry() {
     let mut r = rig();
-    let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(1), &ep);
-    let pt = stall_stream(&r, 1);
+    let ep = r.mock_endpoint(1);
+    let pt = r.stalling_stream(1);
     let TranslateOutcome::Stalled { stag } =
         r.smmu.translate(&txn(1, None, 0x5000, AccessKind::Write))
     else {
@@ -864,9 +847,8 @@ fn stall_then_resume_retry() {
 #[test]
 fn stall_then_stall_term() {
     let mut r = rig();
-    let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(2), &ep);
-    let _pt = stall_stream(&r, 2);
+    let ep = r.mock_endpoint(2);
+    let _pt = r.stalling_stream(2);
     let a = r.smmu.translate(&read(2, 0x1000));
     let b = r.smmu.translate(&read(2, 0x2000));
     let (TranslateOutcome::Stalled { stag: sa }, TranslateOutcome::Stalled { stag: sb }) = (a, b)
@@ -916,8 +898,7 @@ fn page_req(sid: u32, prg: u16, last: bool, addr: u64) -> PageRequest {
 #[test]
 fn pri_queue_entries_and_overflow() {
     let mut r = rig();
-    let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(3), &ep);
+    let ep = r.mock_endpoint(3);
     let irqs = Arc::new(AtomicU32::new(0));
     let i2 = irqs.clone();
     r.smmu.set_irq_handler(
@@ -984,8 +965,7 @@ fn pri_queue_entries_and_overflow() {
 #[test]
 fn ats_translation_and_atc_invalidation() {
     let mut r = rig();
-    let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(1), &ep);
+    let ep = r.mock_endpoint(1);
     let pt = r.simple_stream(1, 1);
     let block = r.alloc(2 << 20);
     r.map(&pt, 0x20_0000, block, 2 << 20, rw());

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::*;
 use sva_smmuv3::{
-    AccessKind, Asid, AtsCompletion, AtsRequest, BroadcastTlbi, EventId, IrqLine, Mmio, Pasid,
-    SmmuConfig, StreamId, TranslateOutcome,
+    AccessKind, Asid, AtsCompletion, BroadcastTlbi, EventId, IrqLine, Mmio, Pasid, SmmuConfig,
+    StreamId, TranslateOutcome,
 };
 use sva_smmuv3_spec::cd::L1Cd;
 use sva_smmuv3_spec::command::Command;
@@ -103,14 +103,7 @@ fn substream_corner_cases() {
         aborted(EventId::CBadSubstreamid)
     );
     // ATS on a bypass stream behaves as EATS = 0.
-    let req = AtsRequest {
-        sid: StreamId(2),
-        ssid: None,
-        addr: 0x1000,
-        no_write: false,
-        exec: false,
-        privileged: false,
-    };
+    let req = ats_req(2, 0x1000);
     assert_eq!(
         r.smmu.ats_translate(&req),
         AtsCompletion::UnsupportedRequest
@@ -292,21 +285,11 @@ fn a_panicking_endpoint_does_not_wedge_the_queue() {
     assert_eq!(r.cons() & 0xFFFFF, r.prod);
 }
 
-fn stalling_stream(r: &Rig, sid: u32) -> PageTable {
-    let pt = r.table();
-    let cd_at = r.alloc(0x1000);
-    let c = cd(pt.root().raw(), 4);
-    r.write_cd(cd_at, &c.with_word0(c.word0().with_s(true)));
-    r.write_ste(sid, &s1_ste(cd_at, 0, S1Fmt::Linear, S1Dss::Terminate));
-    pt
-}
-
 #[test]
 fn clearing_smmuen_terminates_stalls() {
     let r = rig();
-    let ep = Arc::new(MockEp::default());
-    r.smmu.attach_endpoint(StreamId(1), &ep);
-    let _pt = stalling_stream(&r, 1);
+    let ep = r.mock_endpoint(1);
+    let _pt = r.stalling_stream(1);
     let TranslateOutcome::Stalled { stag } = r.smmu.translate(&read(1, 0x1000)) else {
         panic!("expected a stall");
     };
@@ -318,7 +301,7 @@ fn clearing_smmuen_terminates_stalls() {
 #[test]
 fn stall_records_wait_for_room_and_never_overflow() {
     let r = rig();
-    let _pt = stalling_stream(&r, 1);
+    let _pt = r.stalling_stream(1);
     // Fill the Event queue without consuming it.
     let cap = 1u64 << EVTQ_LOG2;
     for i in 0..cap {

@@ -1,6 +1,9 @@
 //! The demo through the binary: the narrative (what `cargo run --release` prints), the JSON
 //! report with the keys docs/report.md promises, the trace, and the exit statuses.
 
+mod common;
+
+use common::U64_STATS;
 use std::process::Command;
 
 fn sva(args: &[&str]) -> std::process::Output {
@@ -48,22 +51,7 @@ fn the_json_report_and_the_trace() {
             .all(|c| c["ok"] == true && c["name"].is_string())
     );
     let stats = &v["stats"];
-    for key in [
-        "binds",
-        "unbinds",
-        "pasids_allocated",
-        "page_requests",
-        "stall_events",
-        "iotlb_hits",
-        "iotlb_misses",
-        "atc_hits",
-        "atc_misses",
-        "atc_invalidations",
-        "tlbi_commands",
-        "sync_commands",
-        "dma_bytes",
-        "modeled_time_ns",
-    ] {
+    for key in U64_STATS {
         assert!(stats[key].is_u64(), "stats.{key} missing: {stats}");
     }
     for key in ["success", "invalid", "failure"] {

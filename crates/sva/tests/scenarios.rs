@@ -3,6 +3,9 @@
 //! (exit 2); a failing expectation fails the run (exit 1); the JSON report is complete and
 //! the same bytes for the same seed.
 
+mod common;
+
+use common::U64_STATS;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -371,22 +374,7 @@ fn the_json_report_is_complete_and_the_same_for_the_same_seed() {
         }
     }
     let s = &v["stats"];
-    for k in [
-        "binds",
-        "unbinds",
-        "pasids_allocated",
-        "page_requests",
-        "stall_events",
-        "iotlb_hits",
-        "iotlb_misses",
-        "atc_hits",
-        "atc_misses",
-        "atc_invalidations",
-        "tlbi_commands",
-        "sync_commands",
-        "dma_bytes",
-        "modeled_time_ns",
-    ] {
+    for k in U64_STATS {
         assert!(s[k].is_u64(), "stats.{k} missing in {s}");
     }
     for k in ["success", "invalid", "failure"] {

@@ -26,6 +26,12 @@ fn setup(g: Granule, ia: u32, oa: u32) -> (Ram, PageTable) {
     (ram, t)
 }
 
+/// Maps `size` bytes at `va` to `pa` in `t` with `attrs`, without touching a TLB.
+fn map(ram: &Ram, t: &PageTable, va: u64, pa: u64, size: u64, attrs: Attributes) {
+    t.map(ram, Va(va), Pa(pa), size, attrs, false, &NoTlb)
+        .unwrap();
+}
+
 /// Address of the descriptor for `va` at `level`, following table descriptors from the root.
 fn entry_at(ram: &Ram, t: &PageTable, va: u64, level: u8) -> Pa {
     let cfg = t.config();
@@ -76,16 +82,14 @@ fn translation_faults_at_every_level() {
         t.walk(&ram, Va(0x1000), READ, NO_HTTU),
         fault(FaultKind::Translation, 0, 0x1000)
     );
-    t.map(
+    map(
         &ram,
-        Va(0x40_0000_0000 + 0x20_0000),
-        Pa(0x5000),
+        &t,
+        0x40_0000_0000 + 0x20_0000,
+        0x5000,
         0x1000,
         RW_NORMAL,
-        false,
-        &NoTlb,
-    )
-    .unwrap();
+    );
     let base = 0x40_0000_0000u64;
     // Same level-0 entry, other 1G: level 1. Same 1G, other 2M: level 2. Same 2M: level 3.
     assert_eq!(
@@ -124,8 +128,7 @@ fn translation_faults_at_every_level() {
 
     // 64K granule: no level-1 blocks (they need 52-bit output addresses).
     let (ram, t) = setup(Granule::Size64K, 48, 48);
-    t.map(&ram, Va(0), Pa(0), 0x10000, RW_NORMAL, false, &NoTlb)
-        .unwrap();
+    map(&ram, &t, 0, 0, 0x10000, RW_NORMAL);
     let e1 = entry_at(&ram, &t, 0, 1);
     assert_eq!(t.config().start_level(), 1);
     patch(&ram, e1, |_| Descriptor::new_leaf(Pa(0), RW_NORMAL, 1));
@@ -139,18 +142,8 @@ fn translation_faults_at_every_level() {
 fn access_flag_faults_and_hardware_af_update() {
     let (ram, t) = setup(Granule::Size4K, 39, 40);
     let no_af = Attributes::SH_INNER | Attributes::AP_EL0;
-    t.map(&ram, Va(0x1000), Pa(0x9000), 0x1000, no_af, false, &NoTlb)
-        .unwrap();
-    t.map(
-        &ram,
-        Va(0x20_0000),
-        Pa(0x40_0000),
-        0x20_0000,
-        no_af,
-        false,
-        &NoTlb,
-    )
-    .unwrap();
+    map(&ram, &t, 0x1000, 0x9000, 0x1000, no_af);
+    map(&ram, &t, 0x20_0000, 0x40_0000, 0x20_0000, no_af);
     assert_eq!(
         walk_kind(&ram, &t, 0x1000, READ, NO_HTTU),
         Err((FaultKind::AccessFlag, 3))
@@ -195,8 +188,7 @@ fn access_flag_faults_and_hardware_af_update() {
 fn hardware_dirty_state_via_dbm() {
     let (ram, t) = setup(Granule::Size16K, 36, 40);
     let clean = RW_NORMAL | Attributes::AP_EL0 | Attributes::AP_RO | Attributes::DBM;
-    t.map(&ram, Va(0x4000), Pa(0x8000), 0x4000, clean, false, &NoTlb)
-        .unwrap();
+    map(&ram, &t, 0x4000, 0x8000, 0x4000, clean);
     let user_write = Access::new(AccessKind::Write, false);
     // Without HD (or with HD but not HA) a write to a clean page is a permission fault.
     assert_eq!(
@@ -241,8 +233,7 @@ fn hardware_dirty_state_via_dbm() {
     assert!(d.dbm());
     // A page without DBM stays read-only.
     let ro = RW_NORMAL | Attributes::AP_EL0 | Attributes::AP_RO;
-    t.map(&ram, Va(0x8000), Pa(0x8000), 0x4000, ro, false, &NoTlb)
-        .unwrap();
+    map(&ram, &t, 0x8000, 0x8000, 0x4000, ro);
     assert_eq!(
         walk_kind(&ram, &t, 0x8000, user_write, HA_HD),
         Err((FaultKind::Permission, 3))
@@ -250,16 +241,7 @@ fn hardware_dirty_state_via_dbm() {
     // A privileged write to an EL1-only clean page (AP = 0b10) marks it dirty too, and an
     // unprivileged write to it still faults (no EL0 access at all).
     let el1_clean = RW_NORMAL | Attributes::AP_RO | Attributes::DBM;
-    t.map(
-        &ram,
-        Va(0xc000),
-        Pa(0xc000),
-        0x4000,
-        el1_clean,
-        false,
-        &NoTlb,
-    )
-    .unwrap();
+    map(&ram, &t, 0xc000, 0xc000, 0x4000, el1_clean);
     assert_eq!(
         walk_kind(&ram, &t, 0xc000, user_write, HA_HD),
         Err((FaultKind::Permission, 3))
@@ -267,16 +249,7 @@ fn hardware_dirty_state_via_dbm() {
     assert_eq!(walk_kind(&ram, &t, 0xc000, WRITE, HA_HD), Ok(0xc000));
     assert_eq!(t.lookup(&ram, Va(0xc000)).unwrap().unwrap().desc.ap(), 0b00);
     // APTable[1] (no writes below) is not overridden by DBM.
-    t.map(
-        &ram,
-        Va(0x40_0000),
-        Pa(0x8000),
-        0x4000,
-        clean,
-        false,
-        &NoTlb,
-    )
-    .unwrap();
+    map(&ram, &t, 0x40_0000, 0x8000, 0x4000, clean);
     let e2 = entry_at(&ram, &t, 0x40_0000, 2);
     patch(&ram, e2, |d| d.with_ap_table(0b10));
     assert_eq!(
@@ -330,8 +303,7 @@ fn hardware_updates_retry_when_they_lose_a_race() {
     let cfg = TableConfig::new(Granule::Size4K, 39, 40).unwrap();
     let t = PageTable::new(&ram, cfg).unwrap();
     let clean = Attributes::SH_INNER | Attributes::AP_RO | Attributes::DBM;
-    t.map(&ram, Va(0x1000), Pa(0x2000), 0x1000, clean, false, &NoTlb)
-        .unwrap();
+    map(&ram, &t, 0x1000, 0x2000, 0x1000, clean);
     let target = entry_at(&ram, &t, 0x1000, 3);
     let mem = RacyMemory {
         ram,
@@ -351,26 +323,8 @@ fn hardware_updates_retry_when_they_lose_a_race() {
 #[test]
 fn address_size_faults() {
     let (ram, t) = setup(Granule::Size4K, 39, 32);
-    t.map(
-        &ram,
-        Va(0x1000),
-        Pa(0x1000),
-        0x1000,
-        RW_NORMAL,
-        false,
-        &NoTlb,
-    )
-    .unwrap();
-    t.map(
-        &ram,
-        Va(0x4000_0000),
-        Pa(0x4000_0000),
-        0x20_0000,
-        RW_NORMAL,
-        false,
-        &NoTlb,
-    )
-    .unwrap();
+    map(&ram, &t, 0x1000, 0x1000, 0x1000, RW_NORMAL);
+    map(&ram, &t, 0x4000_0000, 0x4000_0000, 0x20_0000, RW_NORMAL);
     // A leaf output address beyond 2^32.
     let e3 = entry_at(&ram, &t, 0x1000, 3);
     patch(&ram, e3, |d| d.with_output_address(Pa(1 << 32)));
@@ -402,16 +356,7 @@ fn address_size_faults() {
 #[test]
 fn external_aborts_on_tables_outside_ram() {
     let (ram, t) = setup(Granule::Size4K, 48, 40);
-    t.map(
-        &ram,
-        Va(0x1000),
-        Pa(0x1000),
-        0x1000,
-        RW_NORMAL,
-        false,
-        &NoTlb,
-    )
-    .unwrap();
+    map(&ram, &t, 0x1000, 0x1000, 0x1000, RW_NORMAL);
     // RAM is 64 MiB; a level-2 table at 1 GiB is inside the 40-bit output size but not RAM.
     let e1 = entry_at(&ram, &t, 0x1000, 1);
     patch(&ram, e1, |d| d.with_output_address(Pa(1 << 30)));
@@ -450,8 +395,7 @@ fn permission_matrix() {
                 attrs.set(Attributes::AP_RO, ap & 2 != 0);
                 attrs.set(Attributes::PXN, pxn);
                 attrs.set(Attributes::UXN, uxn);
-                t.map(&ram, Va(va), Pa(va), 0x1000, attrs, false, &NoTlb)
-                    .unwrap();
+                map(&ram, &t, va, va, 0x1000, attrs);
                 for privileged in [true, false] {
                     let rights = if privileged {
                         data[ap as usize].0
@@ -499,8 +443,7 @@ fn hierarchical_table_attributes() {
     let (ram, t) = setup(Granule::Size4K, 39, 40);
     // EL0 RW, executable everywhere (implied PXN aside).
     let attrs = RW_NORMAL | Attributes::AP_EL0;
-    t.map(&ram, Va(0x1000), Pa(0x1000), 0x1000, attrs, false, &NoTlb)
-        .unwrap();
+    map(&ram, &t, 0x1000, 0x1000, 0x1000, attrs);
     let e2 = entry_at(&ram, &t, 0x1000, 2);
     let e1 = entry_at(&ram, &t, 0x1000, 1);
     let clean = ram.load_u64(e2).unwrap();
@@ -550,8 +493,7 @@ fn blocks_at_every_level_for_every_granule() {
             let size = cfg.level_size(level);
             va = va.next_multiple_of(size);
             let pa = (3 * size) % (1 << 47);
-            t.map(&ram, Va(va), Pa(pa), size, RW_NORMAL, false, &NoTlb)
-                .unwrap();
+            map(&ram, &t, va, pa, size, RW_NORMAL);
             expected.push((va, pa, size, level));
             // Leave a hole after each leaf.
             va += 2 * size;
@@ -599,16 +541,7 @@ fn large_granules_end_to_end() {
                 maps.push((block, 0x30_0000_0000, block));
             }
             for &(va, pa, size) in &maps {
-                t.map(
-                    &ram,
-                    Va(va),
-                    Pa(pa),
-                    size,
-                    RW_NORMAL | Attributes::AP_EL0,
-                    false,
-                    &NoTlb,
-                )
-                .unwrap();
+                map(&ram, &t, va, pa, size, RW_NORMAL | Attributes::AP_EL0);
             }
             for &(va, pa, size) in &maps {
                 for off in [0, page + 0x10, size - 8] {

@@ -2,20 +2,18 @@
 //! PRI; the driver maps the rings in the function's DMA domain; a bound process compresses
 //! and decompresses buffers it never touched (PRI faults them in).
 
+mod common;
+
+use common::{ZipOnPlatform, zip_on_platform};
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 use sva_addr::{StreamId, Va};
-use sva_iommu::{DeviceId, Domain};
+use sva_iommu::DeviceId;
 use sva_mm::{MapFlags, Prot};
-use sva_pcie::Capabilities;
-use sva_platform::{Platform, PlatformConfig};
 use sva_uacce::UacceOps;
-use sva_zip::driver::{
-    QpInfo, UACCE_CMD_QM_SET_QP_CTX, UACCE_CMD_QM_SET_QP_INFO, ZipDriver, ZipDriverConfig,
-};
+use sva_zip::Alg;
+use sva_zip::driver::{QpInfo, UACCE_CMD_QM_SET_QP_CTX, UACCE_CMD_QM_SET_QP_INFO};
 use sva_zip::user::{CompSession, CompStatus, Op, QmQueue, QueueMapping};
-use sva_zip::{Alg, Qm, QmConfig};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const UACCE: MapFlags = MapFlags::SHARED
@@ -27,37 +25,15 @@ const DEV: DeviceId = DeviceId(0x20);
 
 #[test]
 fn compress_and_decompress_through_the_smmu() {
-    let p = Platform::new(PlatformConfig {
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
-    let f = p.sva_function(SID, Capabilities::default()).unwrap();
-    let sva = p.sva.clone().unwrap();
-    let dom = sva.dma_domain().unwrap();
-    sva.attach_domain(DEV, Domain::Dma(dom.clone())).unwrap();
+    let ZipOnPlatform {
+        p,
+        f,
+        sva,
+        dom,
+        driver,
+    } = zip_on_platform(SID, true, 4, 2, 64);
     let mm = p.system.spawn().unwrap();
     let bond = sva.bind(DEV, &mm).unwrap();
-
-    let qm = Arc::new(Qm::new(
-        f.clone(),
-        QmConfig {
-            qp_num: 4,
-            engines: 2,
-            stop_timeout: Duration::from_secs(10),
-        },
-    ));
-    let driver = ZipDriver::new(
-        qm,
-        p.ram.clone(),
-        dom.clone(),
-        ZipDriverConfig {
-            sq_depth: 64,
-            cq_depth: 64,
-            page_size: 4096,
-        },
-    )
-    .unwrap();
 
     // open + mmap + start, as uacce does them.
     let q = driver.get_queue(Some(bond.pasid)).unwrap();

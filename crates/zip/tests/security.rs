@@ -3,18 +3,19 @@
 //! it: a DMA there faults (IOTLB and ATC were invalidated before `put` returned) and
 //! nothing is written, while the frames are still mapped in the process.
 
+mod common;
+
+use common::{ZipOnPlatform, zip_on_platform};
 use std::sync::Arc;
-use std::time::Duration;
 use sva_addr::{Iova, Pa, StreamId};
-use sva_iommu::{DeviceId, DmaDomain, Domain, IOVA_BASE};
+use sva_iommu::{DeviceId, DmaDomain, IOVA_BASE};
 use sva_mm::{AccessKind, MapFlags, Prot};
-use sva_pcie::{Capabilities, Dma, DmaCtx, PciFunction};
+use sva_pcie::{Dma, DmaCtx, PciFunction};
 use sva_physmem::PhysMemory;
-use sva_platform::{Platform, PlatformConfig};
+use sva_platform::Platform;
 use sva_uacce::{QueueState, Uacce};
-use sva_zip::driver::{ZipDriver, ZipDriverConfig};
+use sva_zip::Alg;
 use sva_zip::user::{CompSession, CompStatus};
-use sva_zip::{Alg, Qm, QmConfig};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const SID: StreamId = StreamId(0x40);
@@ -26,36 +27,15 @@ struct Rig {
     dev: Arc<Uacce>,
 }
 
+/// The ZIP driver on the platform (4 queue pairs of 64 entries, one engine), behind uacce.
 fn rig() -> Rig {
-    let p = Platform::new(PlatformConfig {
-        irq_thread: true,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
-    let f = p.sva_function(SID, Capabilities::default()).unwrap();
-    let sva = p.sva.clone().unwrap();
-    let dom = sva.dma_domain().unwrap();
-    sva.attach_domain(DeviceId(SID.raw()), Domain::Dma(dom.clone()))
-        .unwrap();
-    let qm = Arc::new(Qm::new(
-        f.clone(),
-        QmConfig {
-            qp_num: 4,
-            engines: 1,
-            stop_timeout: Duration::from_secs(10),
-        },
-    ));
-    let driver = ZipDriver::new(
-        qm,
-        p.ram.clone(),
-        dom.clone(),
-        ZipDriverConfig {
-            sq_depth: 64,
-            cq_depth: 64,
-            page_size: 4096,
-        },
-    )
-    .unwrap();
+    let ZipOnPlatform {
+        p,
+        f,
+        sva,
+        dom,
+        driver,
+    } = zip_on_platform(SID, true, 4, 1, 64);
     let dev = Uacce::register(Arc::new(driver), &sva, DeviceId(SID.raw()));
     Rig { p, f, dom, dev }
 }

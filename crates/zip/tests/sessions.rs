@@ -2,18 +2,20 @@
 //! (`CompSession::open`): two processes isolated by PASID, fork, exit with requests in
 //! flight, a destination unmapped while the device waits for it, and device removal.
 
+mod common;
+
+use common::{ZipOnPlatform, zip_on_platform};
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 use sva_addr::{StreamId, Va};
-use sva_iommu::{DeviceId, Domain};
+use sva_iommu::DeviceId;
 use sva_mm::{AccessKind, MapFlags, Mm, Prot};
-use sva_pcie::{Capabilities, PciFunction};
-use sva_platform::{Platform, PlatformConfig};
+use sva_pcie::PciFunction;
+use sva_platform::Platform;
 use sva_uacce::Uacce;
-use sva_zip::driver::{ZipDriver, ZipDriverConfig};
+use sva_zip::Alg;
 use sva_zip::user::{CompSession, CompStatus, Op};
-use sva_zip::{Alg, Qm, QmConfig};
 
 const RW: Prot = Prot::READ.union(Prot::WRITE);
 const SID: StreamId = StreamId(0x40);
@@ -25,36 +27,12 @@ struct Rig {
     dev: Arc<Uacce>,
 }
 
+/// The ZIP driver on the platform (8 queue pairs of 128 entries, two engines), behind
+/// uacce.
 fn rig(irq_thread: bool) -> Rig {
-    let p = Platform::new(PlatformConfig {
-        irq_thread,
-        ..PlatformConfig::default()
-    })
-    .unwrap();
-    let f = p.sva_function(SID, Capabilities::default()).unwrap();
-    let sva = p.sva.clone().unwrap();
-    let dom = sva.dma_domain().unwrap();
-    sva.attach_domain(DeviceId(SID.raw()), Domain::Dma(dom.clone()))
-        .unwrap();
-    let qm = Arc::new(Qm::new(
-        f.clone(),
-        QmConfig {
-            qp_num: 8,
-            engines: 2,
-            stop_timeout: Duration::from_secs(10),
-        },
-    ));
-    let driver = ZipDriver::new(
-        qm,
-        p.ram.clone(),
-        dom,
-        ZipDriverConfig {
-            sq_depth: 128,
-            cq_depth: 128,
-            page_size: 4096,
-        },
-    )
-    .unwrap();
+    let ZipOnPlatform {
+        p, f, sva, driver, ..
+    } = zip_on_platform(SID, irq_thread, 8, 2, 128);
     let dev = Uacce::register(Arc::new(driver), &sva, DeviceId(SID.raw()));
     Rig { p, f, dev }
 }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use sva_physmem::{PhysMemory, Ram};
 use sva_smmuv3::{
-    AccessKind, Endpoint, Mmio, Pasid, PriResponse, Smmu, SmmuConfig, StreamId, Transaction,
+    AccessKind, AtsRequest, Endpoint, Mmio, Pasid, PriResponse, Smmu, SmmuConfig, StreamId,
+    Transaction,
 };
 use sva_smmuv3_spec::cd::{Cd, CdWord0, CdWord1};
 use sva_smmuv3_spec::command::{Command, SyncCs};
@@ -206,6 +207,23 @@ impl Rig {
         self.write_ste(sid, &s1_ste(cd_at, 0, S1Fmt::Linear, S1Dss::Terminate));
         pt
     }
+
+    /// Like [`Rig::simple_stream`] (ASID 4), but the CD stalls faulting transactions.
+    pub fn stalling_stream(&self, sid: u32) -> PageTable {
+        let pt = self.table();
+        let cd_at = self.alloc(0x1000);
+        let c = cd(pt.root().raw(), 4);
+        self.write_cd(cd_at, &c.with_word0(c.word0().with_s(true)));
+        self.write_ste(sid, &s1_ste(cd_at, 0, S1Fmt::Linear, S1Dss::Terminate));
+        pt
+    }
+
+    /// A recording endpoint attached at `sid`.
+    pub fn mock_endpoint(&self, sid: u32) -> Arc<MockEp> {
+        let ep = Arc::new(MockEp::default());
+        self.smmu.attach_endpoint(StreamId(sid), &ep);
+        ep
+    }
 }
 
 pub fn write_words(mem: &dyn PhysMemory, at: u64, words: &[u64]) {
@@ -276,6 +294,19 @@ pub fn txn(sid: u32, ssid: Option<u32>, addr: u64, access: AccessKind) -> Transa
         access,
         privileged: false,
         translated: false,
+    }
+}
+
+/// An unprivileged ATS request for a writable, non-executable translation of `addr`,
+/// without PASID.
+pub fn ats_req(sid: u32, addr: u64) -> AtsRequest {
+    AtsRequest {
+        sid: StreamId(sid),
+        ssid: None,
+        addr,
+        no_write: false,
+        exec: false,
+        privileged: false,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Test rig: a `Dma` over a map of 4 KiB pages, and a queue pair driven directly through
-//! its doorbell page and rings.
+//! its doorbell page and rings; and the ZIP driver on a PCIe function of the SMMUv3
+//! platform.
 
 #![allow(dead_code, reason = "each test binary uses part of the rig")]
 
@@ -7,10 +8,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use sva_addr::Pasid;
+use sva_addr::{Pasid, StreamId};
+use sva_iommu::{DeviceId, DmaDomain, Domain, Sva};
 use sva_mm::IoMemory;
-use sva_pcie::{Dma, DmaCtx, DmaFault, FaultReason};
+use sva_pcie::{Capabilities, Dma, DmaCtx, DmaFault, FaultReason, PciFunction};
+use sva_platform::{Platform, PlatformConfig};
 use sva_zip::cqe::{CQE_SIZE, Cqe};
+use sva_zip::driver::{ZipDriver, ZipDriverConfig};
 use sva_zip::qm::{Doorbell, QpSetup, doorbell_cmd};
 use sva_zip::sqe::{SQE_SIZE, Sqe};
 use sva_zip::{Qm, QmConfig, QueueType};
@@ -308,6 +312,64 @@ impl Rig {
         assert_eq!(cqe.sq_head, slot);
         assert_eq!(cqe.sq_num, self.qp);
         done
+    }
+}
+
+/// A ZIP function on the SMMUv3 platform; the driver maps its rings in the function's
+/// DMA domain.
+pub struct ZipOnPlatform {
+    pub p: Platform,
+    pub f: Arc<PciFunction>,
+    pub sva: Arc<Sva>,
+    pub dom: Arc<DmaDomain>,
+    pub driver: ZipDriver,
+}
+
+/// A platform (with or without the interrupt thread), a PCIe function at `sid` attached to
+/// a new DMA domain, and a ZIP driver on it: `qp_num` queue pairs of `depth` entries each,
+/// `engines` engines.
+pub fn zip_on_platform(
+    sid: StreamId,
+    irq_thread: bool,
+    qp_num: u16,
+    engines: usize,
+    depth: u16,
+) -> ZipOnPlatform {
+    let p = Platform::new(PlatformConfig {
+        irq_thread,
+        ..PlatformConfig::default()
+    })
+    .unwrap();
+    let f = p.sva_function(sid, Capabilities::default()).unwrap();
+    let sva = p.sva.clone().unwrap();
+    let dom = sva.dma_domain().unwrap();
+    sva.attach_domain(DeviceId(sid.raw()), Domain::Dma(dom.clone()))
+        .unwrap();
+    let qm = Arc::new(Qm::new(
+        f.clone(),
+        QmConfig {
+            qp_num,
+            engines,
+            stop_timeout: Duration::from_secs(10),
+        },
+    ));
+    let driver = ZipDriver::new(
+        qm,
+        p.ram.clone(),
+        dom.clone(),
+        ZipDriverConfig {
+            sq_depth: depth,
+            cq_depth: depth,
+            page_size: 4096,
+        },
+    )
+    .unwrap();
+    ZipOnPlatform {
+        p,
+        f,
+        sva,
+        dom,
+        driver,
     }
 }
 
